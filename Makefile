@@ -1,0 +1,49 @@
+# wasinn: `make demo` runs the digits demo guest; `make test` installs everything and runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+# torch is pinned here (a CPU build on these machines); the plugins themselves declare ranges.
+TORCH := torch==2.13.0
+export ZIG_GLOBAL_CACHE_DIR := $(CURDIR)/.zig-cache
+
+DEMO_FLAGS := --dir examples/digits/images::/images \
+              --nn-preload digits:onnx:cpu:examples/digits/model/digits.onnx
+
+.PHONY: demo test lint typecheck pytest guests model clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -U pip
+
+$(VENV)/.demo: $(BIN)/python pyproject.toml plugins/onnx/pyproject.toml
+	$(PIP) install -e . -e plugins/onnx
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.demo
+	$(PIP) install -e '.[dev]' -e plugins/onnx $(TORCH) onnxscript onnx openvino
+	touch $@
+
+demo: $(VENV)/.demo  ## classify the shipped digit images in a wasm guest, on the embedded ONNX model
+	$(BIN)/wasinn run $(DEMO_FLAGS) guests/wasm/digits.wasm /images
+
+test: $(VENV)/.dev lint typecheck pytest  ## install everything, lint, type-check, run the whole suite
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check wasinn_core plugins tests guests examples
+	$(BIN)/ruff format --check wasinn_core plugins tests guests examples
+
+typecheck: $(VENV)/.dev
+	$(BIN)/mypy
+
+pytest: $(VENV)/.dev
+	$(BIN)/python -m pytest
+
+guests: $(VENV)/.dev  ## rebuild guests/wasm/*.wasm from guests/src/*.c with zig
+	$(BIN)/python guests/build.py
+
+model: $(VENV)/.dev  ## retrain and re-export the demo model and images
+	$(BIN)/python examples/digits/train.py
+
+clean:
+	rm -rf $(VENV) .zig-cache .pytest_cache .mypy_cache .ruff_cache

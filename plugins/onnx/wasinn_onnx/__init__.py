@@ -1,0 +1,69 @@
+"""wasinn-onnx: the ONNX Runtime backend plugin (backend ``onnxruntime``, encoding ``onnx``)."""
+
+from __future__ import annotations
+
+import onnxruntime as ort
+
+from wasinn_core import BackendSpec, ExecutionTarget, GraphEncoding, OptionSpec, hookimpl
+
+from ._backend import OnnxBackend, probe
+
+__all__ = ["OPTIONS", "backend_spec", "wasinn_backends"]
+__version__ = "0.1.0"
+
+OPTIONS = (
+    OptionSpec("intra_op_num_threads", int, 0, "threads inside one operator (0: onnxruntime's default)"),
+    OptionSpec("inter_op_num_threads", int, 0, "threads across operators in parallel mode (0: default)"),
+    OptionSpec(
+        "graph_optimization_level", str, "all", "graph optimizations", choices=("disable", "basic", "extended", "all")
+    ),
+    OptionSpec("execution_mode", str, "sequential", "operator scheduling", choices=("sequential", "parallel")),
+    OptionSpec(
+        "gpu_providers",
+        list,
+        ["CUDAExecutionProvider"],
+        "execution providers for target gpu, tried in order (e.g. TensorrtExecutionProvider, "
+        "ROCMExecutionProvider, DmlExecutionProvider, CoreMLExecutionProvider)",
+    ),
+    OptionSpec(
+        "tpu_providers",
+        list,
+        [],
+        "execution providers for target tpu (e.g. QNNExecutionProvider, OpenVINOExecutionProvider)",
+    ),
+    OptionSpec("device_id", int, 0, "accelerator index passed to the gpu/tpu provider as device_id"),
+    OptionSpec(
+        "provider_options",
+        dict,
+        {},
+        'extra options per provider name, e.g. {CUDAExecutionProvider = {cudnn_conv_algo_search = "HEURISTIC"}}',
+    ),
+    OptionSpec(
+        "allow_cpu_nodes",
+        bool,
+        False,
+        "on gpu/tpu, let nodes the accelerator cannot run execute on the CPU (off: strict)",
+    ),
+    OptionSpec("log_severity_level", int, 3, "onnxruntime log level (0 verbose … 4 fatal)"),
+)
+
+
+def backend_spec() -> BackendSpec:
+    """The ``onnxruntime`` backend record."""
+    return BackendSpec(
+        name="onnxruntime",
+        factory=OnnxBackend,
+        encodings={GraphEncoding.ONNX: 100},
+        targets=frozenset(ExecutionTarget),
+        probe=probe,
+        library="onnxruntime",
+        library_version=ort.__version__,
+        options=OPTIONS,
+        builders={GraphEncoding.ONNX: 1},
+        description="ONNX Runtime: cpu → CPUExecutionProvider, gpu → CUDA (or configured providers)",
+    )
+
+
+@hookimpl
+def wasinn_backends() -> list[BackendSpec]:
+    return [backend_spec()]

@@ -1,0 +1,100 @@
+"""wasinn: a wasi-nn host on wasmtime, with backends as pluggy plugins.
+
+Embedding in a few lines::
+
+    import wasmtime
+    from wasinn_core import Host
+
+    host = Host.from_config_file("wasinn.toml")      # plugins, registry, named models
+    engine = wasmtime.Engine()
+    store, linker = wasmtime.Store(engine), wasmtime.Linker(engine)
+    linker.define_wasi()
+    nn = host.add_to_linker(linker, store)            # wasi_ephemeral_nn for this store
+    instance = linker.instantiate(store, wasmtime.Module.from_file(engine, "guest.wasm"))
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._backend import (
+    PLUGIN_API_VERSION,
+    Availability,
+    Backend,
+    BackendSpec,
+    ExecutionContext,
+    Graph,
+    OptionSpec,
+    TensorKey,
+)
+from ._config import Config, Limits, ModelConfig, parse_size
+from ._errors import (
+    BackendError,
+    Busy,
+    ConfigError,
+    ErrorCode,
+    InvalidArgument,
+    InvalidEncoding,
+    MissingMemory,
+    NotFound,
+    PluginError,
+    TooLarge,
+    UnsupportedOperation,
+    WasiNNError,
+)
+from ._hookspecs import hookimpl, hookspec
+from ._host import Host, read_model_files
+from ._plugins import ENTRY_POINT_GROUP, PluginInfo, PluginManager
+from ._registry import GraphInfo, LoadedGraph, Registry
+from ._run import EXIT_TRAP, RunSpec, run_command
+from ._session import Session
+from ._types import ExecutionTarget, GraphEncoding, Tensor, TensorType
+from ._witx import WitxBinding, add_to_linker
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "EXIT_TRAP",
+    "PLUGIN_API_VERSION",
+    "Availability",
+    "Backend",
+    "BackendError",
+    "BackendSpec",
+    "Busy",
+    "Config",
+    "ConfigError",
+    "ErrorCode",
+    "ExecutionContext",
+    "ExecutionTarget",
+    "Graph",
+    "GraphEncoding",
+    "GraphInfo",
+    "Host",
+    "InvalidArgument",
+    "InvalidEncoding",
+    "Limits",
+    "LoadedGraph",
+    "MissingMemory",
+    "ModelConfig",
+    "NotFound",
+    "OptionSpec",
+    "PluginError",
+    "PluginInfo",
+    "PluginManager",
+    "Registry",
+    "RunSpec",
+    "Session",
+    "Tensor",
+    "TensorKey",
+    "TensorType",
+    "TooLarge",
+    "UnsupportedOperation",
+    "WasiNNError",
+    "WitxBinding",
+    "__version__",
+    "add_to_linker",
+    "hookimpl",
+    "hookspec",
+    "parse_size",
+    "read_model_files",
+    "run_command",
+]

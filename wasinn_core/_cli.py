@@ -1,0 +1,267 @@
+"""The ``wasinn`` command line: ``run`` and ``plugins``.
+
+Flags follow wasmtime and WasmEdge so that what users read in their docs
+works here: ``--dir HOST::GUEST`` and ``--dir GUEST:HOST``, ``--env``,
+``--nn-preload NAME:ENCODING:TARGET:PATH[:PATH...]``, ``--nn-graph ENCODING::DIR``,
+``-S nn``, ``-S nn-graph=ENCODING::DIR``. Host messages go to stderr; stdout
+belongs to the guest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from ._cli_parse import (
+    UsageError,
+    parse_dir,
+    parse_env,
+    parse_nn_graph,
+    parse_nn_preload,
+    parse_prefer,
+    parse_wasi_option,
+)
+from ._config import FALLBACKS, Config
+from ._errors import ConfigError, PluginError, WasiNNError
+from ._host import Host
+from ._plugins import PluginManager
+from ._run import GuestError, RunSpec, run_command
+from ._types import ExecutionTarget
+
+__all__ = ["main"]
+
+log = logging.getLogger("wasinn.cli")
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+def _setup_logging(verbose: int, level: str | None) -> None:
+    if level is not None:
+        lvl = getattr(logging, level.upper())
+    else:
+        lvl = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("wasinn: %(levelname)s: %(message)s"))
+    root = logging.getLogger("wasinn")
+    root.handlers[:] = [handler]
+    root.setLevel(lvl)
+    root.propagate = False
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wasinn", description="A wasi-nn host on wasmtime, with pluggable backends.")
+    parser.add_argument("--version", action="version", version=f"wasinn {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    for p, default in ((parser, None), (common, argparse.SUPPRESS)):  # accepted before or after COMMAND
+        p.add_argument(
+            "-v",
+            "--verbose",
+            action="count",
+            default=0 if default is None else default,
+            help="more host logging (-v info, -vv debug)",
+        )
+        p.add_argument(
+            "--log-level", choices=["debug", "info", "warning", "error"], default=default, help="host log level"
+        )
+        p.add_argument("--config", metavar="FILE", default=default, help="embedder config (wasinn.toml)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run a WASI command module with wasi-nn",
+        description="Run a WASI preview1 command module with wasi-nn.",
+    )
+    run.add_argument(
+        "--dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="preopen a directory: HOST[::GUEST] (wasmtime) or GUEST:HOST[:readonly] (WasmEdge)",
+    )
+    run.add_argument(
+        "--mapdir", action="append", default=[], metavar="GUEST::HOST", help="legacy wasmtime form of --dir"
+    )
+    run.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY[=VALUE]",
+        help="set a guest environment variable (no value: inherit it from the host)",
+    )
+    run.add_argument(
+        "--nn-preload",
+        action="append",
+        default=[],
+        metavar="NAME:ENCODING:TARGET:PATH[:PATH...]",
+        help="preload a named model (WasmEdge syntax; TARGET cpu, gpu, tpu or auto)",
+    )
+    run.add_argument(
+        "--nn-graph",
+        action="append",
+        default=[],
+        metavar="ENCODING::DIR",
+        help="preload the model in DIR, named after DIR (wasmtime syntax)",
+    )
+    run.add_argument(
+        "-S",
+        "--wasi",
+        action="append",
+        default=[],
+        metavar="OPT[=VAL]",
+        help="wasmtime WASI options: nn, nn-graph=ENCODING::DIR, inherit-env",
+    )
+    run.add_argument(
+        "--nn-prefer",
+        action="append",
+        default=[],
+        metavar="ENCODING[:TARGET]=BACKEND[,BACKEND]",
+        help="backend preference order for an encoding",
+    )
+    run.add_argument("--fallback", choices=FALLBACKS, help="GPU/TPU fallback policy (default: strict)")
+    run.add_argument("--argv0", help="argv[0] for the guest (default: the module's file name)")
+    run.add_argument("module", metavar="MODULE", help="the .wasm module")
+    run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the guest")
+
+    plugins = sub.add_parser(
+        "plugins",
+        parents=[common],
+        help="list installed backend plugins",
+        description="List installed plugins, their backends, claims and availability.",
+    )
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``wasinn`` command."""
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose, args.log_level)
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        return _cmd_plugins(args)
+    except UsageError as exc:
+        print(f"wasinn: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, PluginError) as exc:
+        print(f"wasinn: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (WasiNNError, GuestError) as exc:
+        print(f"wasinn: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _load_config(args: argparse.Namespace) -> Config:
+    return Config.from_file(args.config) if args.config else Config(source="<command line>")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    dirs = [parse_dir(d) for d in args.dir] + [parse_dir(d, legacy_mapdir=True) for d in args.mapdir]
+    env = [parse_env(e, os.environ) for e in args.env]
+    models = [parse_nn_preload(p) for p in args.nn_preload] + [parse_nn_graph(g) for g in args.nn_graph]
+    for opt in args.wasi:
+        for key, value in parse_wasi_option(opt):
+            if key == "nn-graph":
+                models.append(parse_nn_graph(value, flag="-S nn-graph"))
+            elif key == "inherit-env" and value in ("", "y", "yes", "true"):
+                env = [(k, v) for k, v in os.environ.items()] + env
+    prefs = dict(config.preferences)
+    for p in args.nn_prefer:
+        key, names = parse_prefer(p)
+        prefs[key] = names
+    config = replace(config.with_models(*models), preferences=prefs, fallback=args.fallback or config.fallback)
+    module = Path(args.module)
+    if not module.is_file():
+        raise UsageError(f"MODULE: no such file: {module}")
+    host = Host(config)
+    try:
+        host.preload()
+        return run_command(host, RunSpec(module, tuple(args.args), tuple(dirs), tuple(env), args.argv0))
+    finally:
+        host.close()
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    config = _load_config(args)
+    pm = PluginManager()
+    rows: list[dict[str, Any]] = []
+    for info in pm.plugins():
+        backends = []
+        for spec in info.backends:
+            options = spec.defaults() | dict(config.backends.get(spec.name, {}))
+            availability: dict[str, Any] = {}
+            for target in ExecutionTarget:
+                if target in spec.targets:
+                    try:
+                        av = spec.probe(target, options)
+                        availability[target.value] = {
+                            "available": av.available,
+                            "device": av.device,
+                            "reason": av.reason,
+                        }
+                    except Exception as exc:  # a probe must not break the listing
+                        availability[target.value] = {
+                            "available": False,
+                            "device": "",
+                            "reason": f"probe failed: {exc}",
+                        }
+                else:
+                    availability[target.value] = {"available": False, "device": "", "reason": "not claimed"}
+            backends.append(
+                {
+                    "name": spec.name,
+                    "library": spec.library,
+                    "library_version": spec.library_version,
+                    "api_version": "{}.{}".format(*spec.api_version),
+                    "encodings": {e.value: p for e, p in spec.encodings.items()},
+                    "targets": availability,
+                    "description": spec.description,
+                }
+            )
+        rows.append(
+            {
+                "name": info.name,
+                "distribution": info.distribution,
+                "version": info.version,
+                "module": info.module,
+                "status": info.status,
+                "error": info.error,
+                "backends": backends,
+            }
+        )
+    if args.json:
+        print(json.dumps({"wasinn": __version__, "plugins": rows}, indent=2))
+        return 0
+    print(f"wasinn {__version__}")
+    for row in rows:
+        if row["status"] == "builtin":
+            continue
+        dist = f"{row['distribution']} {row['version']}" if row["distribution"] else row["module"]
+        print(f"\n{row['name']} ({dist}): {row['status']}" + (f": {row['error']}" if row["error"] else ""))
+        for b in row["backends"]:
+            print(f"  backend {b['name']}: {b['library']} {b['library_version']} (plugin API {b['api_version']})")
+            encs = ", ".join(f"{e} (preference {p})" for e, p in b["encodings"].items())
+            print(f"    encodings: {encs}")
+            for target, av in b["targets"].items():
+                if av["reason"] == "not claimed":
+                    continue
+                state = f"available on {av['device']}" if av["available"] else f"unavailable: {av['reason']}"
+                print(f"    {target}: {state}")
+    if not any(r["status"] != "builtin" for r in rows):
+        print("\nno plugins installed: pip install wasinn-onnx (or wasinn-pytorch, wasinn-openvino)")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""The process-wide host: plugins, registry, config, and named models shared by every instance."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from ._config import Config, Limits, ModelConfig
+from ._errors import BackendError, ConfigError, InvalidArgument, NotFound
+from ._plugins import PluginManager
+from ._registry import LoadedGraph, Registry
+from ._session import Session
+
+if TYPE_CHECKING:
+    import wasmtime
+
+__all__ = ["Host", "read_model_files"]
+
+log = logging.getLogger("wasinn.host")
+
+PROGRESS_THRESHOLD = 100 * 1000 * 1000
+_CHUNK = 8 * 1024 * 1024
+
+
+def read_model_files(
+    paths: Sequence[Path], *, progress: bool | None = None, stream: TextIO | None = None
+) -> list[memoryview]:
+    """Read model files, with a progress bar on ``stream`` for big models on a terminal.
+
+    ``progress=None`` shows the bar when the files total more than about 100 MB
+    and ``stream`` (default stderr) is a terminal.
+    """
+    stream = stream or sys.stderr
+    sizes = []
+    for path in paths:
+        try:
+            sizes.append(path.stat().st_size)
+        except OSError as exc:
+            raise FileNotFoundError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
+    total = sum(sizes)
+    show = progress if progress is not None else total > PROGRESS_THRESHOLD and stream.isatty()
+    done = 0
+    blobs: list[memoryview] = []
+    for path, size in zip(paths, sizes, strict=True):
+        buf = bytearray(size)
+        view = memoryview(buf)
+        with path.open("rb") as f:
+            pos = 0
+            while pos < size:
+                n = f.readinto(view[pos : pos + _CHUNK])
+                if not n:
+                    break
+                pos += n
+                done += n
+                if show:
+                    pct = 100 * done / total if total else 100
+                    bar = "#" * int(pct / 4)
+                    stream.write(f"\rloading {path.name}: [{bar:<25}] {pct:5.1f}% of {total / 1e6:.0f} MB")
+                    stream.flush()
+        blobs.append(view[:pos])
+    if show:
+        stream.write("\n")
+    return blobs
+
+
+class Host:
+    """Everything a process shares: plugins, the registry, config and named models.
+
+    :param config: the embedder config (default: no named models, strict policy).
+    :param plugins: a plugin manager (default: load installed plugins, honouring
+        the ``WASINN_*`` environment variables).
+
+    Named models are loaded once per host and shared by every instance that
+    asks for them.
+    """
+
+    def __init__(self, config: Config | None = None, *, plugins: PluginManager | None = None) -> None:
+        self.config = config or Config()
+        self.plugins = plugins or PluginManager()
+        self.registry = Registry(self.plugins.backends(), self.config, self.plugins)
+        self._named: dict[tuple[str, str], LoadedGraph] = {}
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_config_file(cls, path: str | Path, *, plugins: PluginManager | None = None) -> Host:
+        """A host configured from a ``wasinn.toml``."""
+        return cls(Config.from_file(path), plugins=plugins)
+
+    # -- named models ----------------------------------------------------------
+
+    def named_graph(self, name: str, guest_options: Mapping[str, Any] | None = None) -> LoadedGraph:
+        """The shared graph of a named model, loading it on first use."""
+        model = self.config.model(name)
+        if model is None:
+            known = ", ".join(repr(m.name) for m in self.config.models) or "none configured"
+            raise NotFound(f"no model named {name!r} (known: {known})")
+        options = dict(model.options)
+        for key, value in (guest_options or {}).items():
+            if key not in model.guest_options:
+                allowed = ", ".join(model.guest_options) or "none"
+                raise InvalidArgument(f"model {name!r}: the guest may not set option {key!r}; allowed: {allowed}")
+            options[key] = value
+        cache_key = (name, repr(sorted(options.items())))
+        with self._lock:
+            lock = self._locks.setdefault(cache_key, threading.Lock())
+        with lock:  # concurrent first loads of one model collapse into one
+            loaded = self._named.get(cache_key)
+            if loaded is None:
+                try:
+                    loaded = self._load_model(model, options)
+                except ConfigError as exc:
+                    if not guest_options:
+                        raise
+                    raise InvalidArgument(f"model {name!r}: bad option from the guest: {exc}") from exc
+                self._named[cache_key] = loaded
+        return loaded
+
+    def _load_model(self, model: ModelConfig, options: Mapping[str, Any], progress: bool | None = None) -> LoadedGraph:
+        try:
+            blobs = read_model_files(model.paths, progress=progress)
+        except FileNotFoundError as exc:
+            raise BackendError(f"model {model.name!r}: {exc}") from exc
+        loaded = self.registry.load(
+            blobs,
+            model.encoding,
+            model.targets,
+            backend=model.backend,
+            options=options,
+            fallback=model.fallback,
+            name=model.name,
+            source=f"{self.config.source}: models.{model.name}.options",
+        )
+        info = loaded.info
+        log.info(
+            "model %r loaded: %s on %s with %s (device %s)",
+            model.name,
+            info.encoding.value,
+            info.target.value,
+            info.backend,
+            info.device,
+        )
+        return loaded
+
+    def preload(self, names: Iterable[str] | None = None, *, progress: bool | None = None) -> None:
+        """Load named models now (all by default), so errors surface before any guest runs."""
+        wanted = list(names) if names is not None else [m.name for m in self.config.models]
+        for name in wanted:
+            model = self.config.model(name)
+            if model is None:
+                raise ConfigError(self.config.source, name, "no such named model")
+            cache_key = (name, repr(sorted(model.options.items())))
+            if cache_key not in self._named:
+                self._named[cache_key] = self._load_model(model, model.options, progress)
+
+    # -- instances ---------------------------------------------------------------
+
+    def new_session(self, limits: Limits | None = None) -> Session:
+        """A fresh per-instance state, for the Python API or a custom front end."""
+        return Session(self, limits or self.config.limits)
+
+    def add_to_linker(
+        self, linker: wasmtime.Linker, store: wasmtime.Store, *, limits: Limits | None = None
+    ) -> WitxBinding:
+        """Define ``wasi_ephemeral_nn`` in ``linker`` for ``store``; see :func:`add_to_linker`."""
+        from ._witx import add_to_linker
+
+        return add_to_linker(linker, store, self.new_session(limits))
+
+    def close(self) -> None:
+        """Release named models and backends."""
+        for loaded in self._named.values():
+            loaded.graph.close()
+        self._named.clear()
+        self.registry.close()
+
+
+if TYPE_CHECKING:
+    from ._witx import WitxBinding

@@ -1,0 +1,256 @@
+"""The registry: (encoding, target) → ordered candidate backends, and loading through them.
+
+It is the only place that knows more than one backend exists. Order is
+deterministic: the config's preference list for ``encoding:target``, then for
+``encoding``, then the backends' own claim preferences (higher first), then
+name. A GPU or TPU request is never moved to the CPU silently: with the default
+``strict`` policy it fails with the reasons; with ``fallback = "cpu"`` the move
+is logged and recorded in :class:`GraphInfo`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, final
+
+from ._backend import Backend, BackendSpec, Graph
+from ._config import Config, Fallback
+from ._errors import BackendError, ConfigError, InvalidArgument, InvalidEncoding, UnsupportedOperation
+from ._plugins import PluginManager
+from ._types import ExecutionTarget, GraphEncoding
+
+__all__ = ["GraphInfo", "LoadedGraph", "Registry"]
+
+log = logging.getLogger("wasinn.registry")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class GraphInfo:
+    """Where a graph actually runs.
+
+    :param encoding: the graph's encoding (after ``autodetect``).
+    :param requested_target: the target the guest or config asked for.
+    :param target: the target actually used (differs only under a fallback policy).
+    :param backend: the backend's name.
+    :param device: the device actually used, in the library's words.
+    :param name: the named model's name, or ``None`` for guest bytes.
+    """
+
+    encoding: GraphEncoding
+    requested_target: ExecutionTarget
+    target: ExecutionTarget
+    backend: str
+    device: str
+    name: str | None = None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class LoadedGraph:
+    """A backend graph with the facts of how it was loaded."""
+
+    graph: Graph
+    info: GraphInfo
+
+
+def _check_type(spec: BackendSpec, key: str, value: Any, source: str) -> None:
+    option = spec.option(key)
+    if option is None:
+        allowed = ", ".join(o.name for o in spec.options) or "none"
+        raise ConfigError(source, key, f"unknown option for backend {spec.name!r}; allowed: {allowed}")
+    ok = isinstance(value, option.type) and not (option.type is not bool and isinstance(value, bool))
+    if option.type is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ConfigError(source, key, f"expected {option.type.__name__} for backend {spec.name!r}, got {value!r}")
+    if option.choices is not None and value not in option.choices:
+        raise ConfigError(source, key, f"invalid value {value!r}; allowed: {', '.join(option.choices)}")
+
+
+class Registry:
+    """Chooses and drives backends for (encoding, target), steered by the config."""
+
+    def __init__(self, specs: Sequence[BackendSpec], config: Config, plugins: PluginManager) -> None:
+        self.specs = {s.name: s for s in specs}
+        self.config = config
+        self._plugins = plugins
+        self._instances: dict[str, Backend] = {}
+        self._lock = threading.Lock()
+        self._validate_config()
+
+    def _validate_config(self) -> None:
+        src, installed = self.config.source, ", ".join(self.specs) or "none"
+        for name, options in self.config.backends.items():
+            spec = self.specs.get(name)
+            if spec is None:
+                raise ConfigError(
+                    src, f"backends.{name}", f"no installed backend is called {name!r}; installed: {installed}"
+                )
+            for key, value in options.items():
+                _check_type(spec, key, value, f"{src}: backends.{name}")
+        for key, names in self.config.preferences.items():
+            for name in names:
+                if name not in self.specs:
+                    raise ConfigError(
+                        src, f"preferences.{key}", f"no installed backend is called {name!r}; installed: {installed}"
+                    )
+        for model in self.config.models:
+            if model.backend is not None and model.backend not in self.specs:
+                raise ConfigError(
+                    src,
+                    f"models.{model.name}.backend",
+                    f"no installed backend is called {model.backend!r}; installed: {installed}",
+                )
+
+    # -- queries ---------------------------------------------------------
+
+    def claims(self) -> dict[GraphEncoding, list[tuple[str, tuple[ExecutionTarget, ...]]]]:
+        """What the installed backends claim: encoding → [(backend, targets)] in registry order."""
+        out: dict[GraphEncoding, list[tuple[str, tuple[ExecutionTarget, ...]]]] = {}
+        for enc in GraphEncoding:
+            specs = self._ordered(enc, None)
+            if specs:
+                out[enc] = [(s.name, tuple(t for t in ExecutionTarget if t in s.targets)) for s in specs]
+        return out
+
+    def describe_claims(self) -> str:
+        """One line listing every claim, for error messages."""
+        parts = [
+            f"{enc.value}: " + ", ".join(f"{name} ({'/'.join(t.value for t in targets)})" for name, targets in specs)
+            for enc, specs in self.claims().items()
+        ]
+        return "; ".join(parts) or "no backend plugin is installed (see `wasinn plugins`)"
+
+    def candidates(self, encoding: GraphEncoding, target: ExecutionTarget) -> list[BackendSpec]:
+        """Backends claiming (encoding, target), in the order they are tried."""
+        return [s for s in self._ordered(encoding, target) if target in s.targets]
+
+    def _ordered(self, encoding: GraphEncoding, target: ExecutionTarget | None) -> list[BackendSpec]:
+        claimers = [s for s in self.specs.values() if encoding in s.encodings]
+        prefs: list[str] = []
+        if target is not None:
+            prefs += self.config.preferences.get(f"{encoding.value}:{target.value}", ())
+        prefs += self.config.preferences.get(encoding.value, ())
+        rank = {name: i for i, name in reversed(list(enumerate(prefs)))}
+        return sorted(claimers, key=lambda s: (rank.get(s.name, len(prefs)), -s.encodings[encoding], s.name))
+
+    def options(self, spec: BackendSpec, extra: Mapping[str, Any] | None = None, source: str = "") -> dict[str, Any]:
+        """The backend's defaults, then ``[backends.NAME]``, then ``extra``; all type-checked."""
+        merged = spec.defaults()
+        merged.update(self.config.backends.get(spec.name, {}))
+        for key, value in (extra or {}).items():
+            _check_type(spec, key, value, source or self.config.source)
+            merged[key] = value
+        return merged
+
+    def backend(self, spec: BackendSpec) -> Backend:
+        """The process-wide instance of a backend, created on first use."""
+        with self._lock:
+            instance = self._instances.get(spec.name)
+            if instance is None:
+                try:
+                    instance = spec.factory()
+                except Exception as exc:
+                    raise BackendError(f"backend {spec.name!r} failed to initialise: {exc}") from exc
+                self._instances[spec.name] = instance
+            return instance
+
+    # -- loading ---------------------------------------------------------
+
+    def resolve_encoding(self, builders: Sequence[memoryview], encoding: GraphEncoding) -> GraphEncoding:
+        """``encoding``, or for ``autodetect`` what the sniffers recognise."""
+        if encoding is not GraphEncoding.AUTODETECT:
+            return encoding
+        found = self._plugins.detect_encoding(builders)
+        if found is None or found is GraphEncoding.AUTODETECT:
+            raise InvalidEncoding(
+                "autodetect: the builders match no known model format (ONNX, TorchScript/ExportedProgram, "
+                "OpenVINO IR, TFLite, GGUF)"
+            )
+        log.info("autodetect: builders recognised as %s", found.value)
+        return found
+
+    def load(
+        self,
+        builders: Sequence[memoryview],
+        encoding: GraphEncoding,
+        targets: Sequence[ExecutionTarget],
+        *,
+        backend: str | None = None,
+        options: Mapping[str, Any] | None = None,
+        fallback: Fallback | None = None,
+        name: str | None = None,
+        source: str = "",
+    ) -> LoadedGraph:
+        """Load ``builders`` on the first target that a backend can serve.
+
+        ``targets`` is tried in order; under the ``cpu`` fallback policy the CPU
+        is tried last. Raises :class:`InvalidEncoding` when nothing claims the
+        encoding and targets, :class:`UnsupportedOperation` with every reason
+        when nothing available can serve them.
+        """
+        encoding = self.resolve_encoding(builders, encoding)
+        policy = fallback or self.config.fallback
+        tried = list(targets)
+        if policy == "cpu" and ExecutionTarget.CPU not in tried:
+            tried.append(ExecutionTarget.CPU)
+        pinned = [self.specs[backend]] if backend is not None and backend in self.specs else None
+        if not any(self._claimers(encoding, t, pinned) for t in tried):
+            what = f"{encoding.value} on {'/'.join(t.value for t in tried)}"
+            pin = f" with backend {backend!r}" if backend else ""
+            raise InvalidEncoding(
+                f"no installed backend claims {what}{pin}; installed claims: {self.describe_claims()}"
+            )
+        reasons: list[str] = []
+        for target in tried:
+            for spec in self._claimers(encoding, target, pinned):
+                want = spec.builders.get(encoding)
+                if want is not None and want != len(builders):
+                    raise InvalidArgument(
+                        f"{spec.name} loads {encoding.value} from {want} builder(s), got {len(builders)}"
+                    )
+                opts = self.options(spec, options, source)
+                available = spec.probe(target, opts)
+                if not available.available:
+                    reasons.append(f"{spec.name} on {target.value}: {available.reason}")
+                    continue
+                try:
+                    graph = self.backend(spec).load(builders, encoding, target, opts)
+                except UnsupportedOperation as exc:
+                    reasons.append(f"{spec.name} on {target.value}: {exc.message}")
+                    continue
+                info = GraphInfo(encoding, tried[0], target, spec.name, graph.device or available.device, name)
+                if target is not tried[0]:
+                    log.warning(
+                        "%s requested on %s but it cannot be served there (%s); running on %s with %s (device %s) "
+                        "as the policy allows",
+                        name or encoding.value,
+                        tried[0].value,
+                        "; ".join(reasons),
+                        target.value,
+                        spec.name,
+                        info.device,
+                    )
+                return LoadedGraph(graph, info)
+        hint = ""
+        if policy == "strict" and tried[0] is not ExecutionTarget.CPU:
+            hint = ' (fallback policy is strict; set [policy] fallback = "cpu" to allow the CPU)'
+        raise UnsupportedOperation(f"cannot run {encoding.value} on {tried[0].value}: " + "; ".join(reasons) + hint)
+
+    def _claimers(
+        self, encoding: GraphEncoding, target: ExecutionTarget, pinned: list[BackendSpec] | None
+    ) -> list[BackendSpec]:
+        if pinned is not None:
+            return [s for s in pinned if encoding in s.encodings and target in s.targets]
+        return self.candidates(encoding, target)
+
+    def close(self) -> None:
+        """Close every backend instance."""
+        with self._lock:
+            instances, self._instances = list(self._instances.values()), {}
+        for instance in instances:
+            instance.close()

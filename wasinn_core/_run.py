@@ -1,0 +1,95 @@
+"""Running a WASI preview1 command module with wasi-nn, as ``wasinn run`` does."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import final
+
+import wasmtime
+
+from ._host import Host
+
+__all__ = ["EXIT_TRAP", "RunSpec", "run_command"]
+
+log = logging.getLogger("wasinn.run")
+
+#: Exit status after a trap: 128 + SIGABRT, as wasmtime's CLI does on Unix.
+EXIT_TRAP = 134
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """What to run and the WASI environment to give it.
+
+    :param module: the ``.wasm`` (or ``.wat``) file.
+    :param args: arguments after the module name.
+    :param dirs: preopened directories as ``(host_path, guest_path, read_only)``.
+    :param env: environment variables for the guest.
+    :param argv0: ``argv[0]``; the module's file name by default.
+    """
+
+    module: Path
+    args: Sequence[str] = ()
+    dirs: Sequence[tuple[str, str, bool]] = ()
+    env: Sequence[tuple[str, str]] = field(default_factory=tuple)
+    argv0: str | None = None
+
+
+class GuestError(Exception):
+    """The module could not be compiled, linked or started."""
+
+
+def run_command(host: Host, spec: RunSpec) -> int:
+    """Run ``spec`` to completion; returns the process exit status.
+
+    The guest's own exit code is returned as is; a trap prints its message on
+    stderr and gives :data:`EXIT_TRAP`. Raises :class:`GuestError` when the
+    module cannot be loaded or instantiated.
+    """
+    engine = wasmtime.Engine()
+    try:
+        module = wasmtime.Module.from_file(engine, os.fspath(spec.module))
+    except (OSError, wasmtime.WasmtimeError) as exc:
+        raise GuestError(f"cannot load module {spec.module}: {exc}") from exc
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    store = wasmtime.Store(engine)
+    wasi = wasmtime.WasiConfig()
+    wasi.argv = [spec.argv0 or spec.module.name, *spec.args]
+    wasi.env = [list(kv) for kv in spec.env]
+    for host_dir, guest_dir, read_only in spec.dirs:
+        wasi.preopen_dir(host_dir, guest_dir, fs_mutable=not read_only)
+    wasi.inherit_stdin()
+    wasi.inherit_stdout()
+    wasi.inherit_stderr()
+    store.set_wasi(wasi)
+    binding = host.add_to_linker(linker, store)
+    try:
+        try:
+            instance = linker.instantiate(store, module)
+        except (wasmtime.WasmtimeError, wasmtime.Trap) as exc:
+            raise GuestError(f"cannot instantiate {spec.module.name}: {exc}") from exc
+        exports = instance.exports(store)
+        memory = exports.get("memory")
+        if isinstance(memory, wasmtime.Memory):
+            binding.bind_memory(memory)
+        start = exports.get("_start")
+        if not isinstance(start, wasmtime.Func):
+            raise GuestError(f"{spec.module.name} exports no _start function: it is not a WASI command")
+        try:
+            start(store)
+        except wasmtime.ExitTrap as exc:
+            return exc.code
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            sys.stdout.flush()
+            print(f"wasinn: error: {spec.module.name} trapped: {exc}", file=sys.stderr)
+            return EXIT_TRAP
+        return 0
+    finally:
+        binding.session.close()

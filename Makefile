@@ -7,8 +7,13 @@ PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 TORCH := torch==2.13.0
 export ZIG_GLOBAL_CACHE_DIR := $(CURDIR)/.zig-cache
 
-DEMO_FLAGS := --dir examples/digits/images::/images \
-              --nn-preload digits:onnx:cpu:examples/digits/model/digits.onnx
+# `make demo BACKEND=pytorch` (or openvino) runs the same guest on another backend plugin.
+BACKEND ?= onnx
+MODEL_onnx := examples/digits/model/digits.onnx
+MODEL_pytorch := examples/digits/model/digits.pt2
+PLUGIN_onnx := -e plugins/onnx
+PLUGIN_pytorch := -e plugins/pytorch $(TORCH)
+DEMO_FLAGS = --dir examples/digits/images::/images --nn-preload digits:$(BACKEND):cpu:$(MODEL_$(BACKEND))
 
 .PHONY: demo test lint typecheck pytest guests model clean
 
@@ -16,15 +21,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -U pip
 
-$(VENV)/.demo: $(BIN)/python pyproject.toml plugins/onnx/pyproject.toml
-	$(PIP) install -e . -e plugins/onnx
+$(VENV)/.demo-%: $(BIN)/python pyproject.toml plugins/%/pyproject.toml
+	$(PIP) install -e . $(PLUGIN_$*)
 	touch $@
 
-$(VENV)/.dev: $(VENV)/.demo
-	$(PIP) install -e '.[dev]' -e plugins/onnx $(TORCH) onnxscript onnx openvino
+$(VENV)/.dev: $(BIN)/python pyproject.toml plugins/*/pyproject.toml
+	$(PIP) install -e '.[dev]' -e plugins/onnx -e plugins/pytorch $(TORCH) onnxscript onnx openvino
 	touch $@
 
-demo: $(VENV)/.demo  ## classify the shipped digit images in a wasm guest, on the embedded ONNX model
+demo: $(VENV)/.demo-$(BACKEND)  ## classify the shipped digit images in a wasm guest (default: ONNX Runtime)
 	$(BIN)/wasinn run $(DEMO_FLAGS) guests/wasm/digits.wasm /images
 
 test: $(VENV)/.dev lint typecheck pytest  ## install everything, lint, type-check, run the whole suite

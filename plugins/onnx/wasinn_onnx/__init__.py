@@ -1,12 +1,18 @@
-"""wasinn-onnx: the ONNX Runtime backend plugin (backend ``onnxruntime``, encoding ``onnx``)."""
+"""wasinn-onnx: the ONNX Runtime backend plugin (backend ``onnxruntime``, encoding ``onnx``).
+
+onnxruntime is imported only when an ONNX graph is loaded or probed.
+"""
 
 from __future__ import annotations
 
-import onnxruntime as ort
+import importlib.metadata
+from collections.abc import Mapping
+from typing import Any
 
-from wasinn_core import BackendSpec, ExecutionTarget, GraphEncoding, OptionSpec, hookimpl
+from wasinn_core import Availability, Backend, BackendSpec, ExecutionTarget, GraphEncoding, OptionSpec, hookimpl
 
-from ._backend import OnnxBackend, probe
+# Every distribution that provides the `onnxruntime` module.
+_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml", "onnxruntime-qnn")
 
 __all__ = ["OPTIONS", "backend_spec", "wasinn_backends"]
 __version__ = "0.1.0"
@@ -48,16 +54,38 @@ OPTIONS = (
 )
 
 
+def _probe(target: ExecutionTarget, options: Mapping[str, Any]) -> Availability:
+    from ._backend import probe
+
+    return probe(target, options)
+
+
+def _factory() -> Backend:
+    from ._backend import OnnxBackend
+
+    return OnnxBackend()
+
+
+def _library() -> tuple[str, str]:
+    for dist in _DISTRIBUTIONS:
+        try:
+            return dist, importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "onnxruntime", "unknown"
+
+
 def backend_spec() -> BackendSpec:
     """The ``onnxruntime`` backend record."""
+    library, version = _library()
     return BackendSpec(
         name="onnxruntime",
-        factory=OnnxBackend,
+        factory=_factory,
         encodings={GraphEncoding.ONNX: 100},
         targets=frozenset(ExecutionTarget),
-        probe=probe,
-        library="onnxruntime",
-        library_version=ort.__version__,
+        probe=_probe,
+        library=library,
+        library_version=version,
         options=OPTIONS,
         builders={GraphEncoding.ONNX: 1},
         description="ONNX Runtime: cpu → CPUExecutionProvider, gpu → CUDA (or configured providers)",

@@ -1,0 +1,72 @@
+"""wasinn-pytorch: the PyTorch backend plugin (backend ``pytorch``, encoding ``pytorch``).
+
+torch is imported only when a PyTorch graph is loaded or probed, so installing this
+plugin does not slow down hosts that never use it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Mapping
+from typing import Any
+
+from wasinn_core import Availability, Backend, BackendSpec, ExecutionTarget, GraphEncoding, OptionSpec, hookimpl
+
+__all__ = ["OPTIONS", "backend_spec", "wasinn_backends"]
+__version__ = "0.1.0"
+
+OPTIONS = (
+    OptionSpec("device_index", int, 0, "CUDA device for target gpu (cuda:N)"),
+    OptionSpec(
+        "gpu_device",
+        str,
+        "auto",
+        "what target gpu means: auto (CUDA, else MPS), cuda, or mps",
+        choices=("auto", "cuda", "mps"),
+    ),
+    OptionSpec("num_threads", int, 0, "torch.set_num_threads at load (process-wide; 0 keeps torch's default)"),
+    OptionSpec(
+        "format",
+        str,
+        "auto",
+        "archive format: auto (sniffed), torchscript or exported_program",
+        choices=("auto", "torchscript", "exported_program"),
+    ),
+)
+
+
+def _probe(target: ExecutionTarget, options: Mapping[str, Any]) -> Availability:
+    from ._devices import probe
+
+    return probe(target, options)
+
+
+def _factory() -> Backend:
+    from ._backend import TorchBackend
+
+    return TorchBackend()
+
+
+def backend_spec() -> BackendSpec:
+    """The ``pytorch`` backend record."""
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return BackendSpec(
+        name="pytorch",
+        factory=_factory,
+        encodings={GraphEncoding.PYTORCH: 100},
+        targets=frozenset(ExecutionTarget),
+        probe=_probe,
+        library="torch",
+        library_version=version,
+        options=OPTIONS,
+        builders={GraphEncoding.PYTORCH: 1},
+        description="PyTorch: TorchScript and torch.export archives; cpu, gpu → cuda:N or mps",
+    )
+
+
+@hookimpl
+def wasinn_backends() -> list[BackendSpec]:
+    return [backend_spec()]

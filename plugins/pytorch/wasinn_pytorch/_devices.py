@@ -1,0 +1,80 @@
+"""Device selection for the PyTorch backend: which torch device a wasi-nn target maps to, and why not.
+
+The facts about the machine are gathered in one :class:`DeviceFacts` value so the
+selection logic can be exercised for machines that are not this one (a CUDA box,
+an Apple laptop) without any GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from wasinn_core import Availability, ExecutionTarget
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFacts:
+    """What torch reports about accelerators on this machine."""
+
+    torch_version: str
+    cuda_version: str | None  # torch.version.cuda (or HIP) of the build; None: built without
+    cuda_devices: int  # torch.cuda.device_count() when available, else 0
+    cuda_error: str  # why CUDA is unavailable although built (driver, visibility)
+    mps_built: bool
+    mps_available: bool
+
+    @classmethod
+    def current(cls) -> DeviceFacts:
+        import torch
+
+        built = torch.version.cuda or getattr(torch.version, "hip", None)
+        available = bool(built) and torch.cuda.is_available()
+        error = ""
+        if built and not available:
+            error = "no CUDA device is visible (driver missing, or CUDA_VISIBLE_DEVICES hides them)"
+        return cls(
+            torch_version=torch.__version__,
+            cuda_version=built,
+            cuda_devices=torch.cuda.device_count() if available else 0,
+            cuda_error=error,
+            mps_built=torch.backends.mps.is_built(),
+            mps_available=torch.backends.mps.is_available(),
+        )
+
+    def cuda_reason(self) -> str:
+        if self.cuda_version is None:
+            return f"CUDA not available: torch {self.torch_version} was built without CUDA"
+        return f"CUDA not available: torch {self.torch_version} (CUDA {self.cuda_version}): {self.cuda_error}"
+
+    def mps_reason(self) -> str:
+        if not self.mps_built:
+            return f"MPS not available: torch {self.torch_version} was built without MPS (Apple silicon only)"
+        return "MPS not available: no Metal device (needs macOS 12.3 or later on Apple silicon)"
+
+
+def device_for(target: ExecutionTarget, options: Mapping[str, Any], facts: DeviceFacts) -> Availability:
+    """The torch device string for ``target`` under ``options``, or why there is none."""
+    if target is ExecutionTarget.CPU:
+        return Availability.yes("cpu")
+    if target is ExecutionTarget.TPU:
+        return Availability.no("PyTorch has no TPU target in wasinn (torch_xla devices are not supported)")
+    kind, index = options["gpu_device"], options["device_index"]
+    if kind in ("auto", "cuda"):
+        if facts.cuda_devices:
+            if index >= facts.cuda_devices:
+                return Availability.no(f"cuda:{index} requested but only {facts.cuda_devices} CUDA device(s) exist")
+            return Availability.yes(f"cuda:{index}")
+        if kind == "cuda":
+            return Availability.no(facts.cuda_reason())
+    if facts.mps_available:
+        return Availability.yes("mps")
+    if kind == "mps":
+        return Availability.no(facts.mps_reason())
+    return Availability.no(f"{facts.cuda_reason()}; {facts.mps_reason()}")
+
+
+def probe(target: ExecutionTarget, options: Mapping[str, Any]) -> Availability:
+    """The backend's availability probe, on this machine."""
+    return device_for(target, options, DeviceFacts.current())

@@ -11,8 +11,10 @@ export ZIG_GLOBAL_CACHE_DIR := $(CURDIR)/.zig-cache
 BACKEND ?= onnx
 MODEL_onnx := examples/digits/model/digits.onnx
 MODEL_pytorch := examples/digits/model/digits.pt2
+MODEL_openvino := examples/digits/model/digits.xml:examples/digits/model/digits.bin
 PLUGIN_onnx := -e plugins/onnx
 PLUGIN_pytorch := -e plugins/pytorch $(TORCH)
+PLUGIN_openvino := -e plugins/openvino
 DEMO_FLAGS = --dir examples/digits/images::/images --nn-preload digits:$(BACKEND):cpu:$(MODEL_$(BACKEND))
 
 .PHONY: demo test lint typecheck pytest guests model clean
@@ -26,7 +28,7 @@ $(VENV)/.demo-%: $(BIN)/python pyproject.toml plugins/%/pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(BIN)/python pyproject.toml plugins/*/pyproject.toml
-	$(PIP) install -e '.[dev]' -e plugins/onnx -e plugins/pytorch $(TORCH) onnxscript onnx openvino
+	$(PIP) install -e '.[dev]' -e plugins/onnx -e plugins/pytorch -e plugins/openvino $(TORCH) onnxscript onnx
 	touch $@
 
 demo: $(VENV)/.demo-$(BACKEND)  ## classify the shipped digit images in a wasm guest (default: ONNX Runtime)

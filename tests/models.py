@@ -97,3 +97,47 @@ def image224(seed: int = 7) -> np.ndarray:
 def write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+def ir_bytes(model, tmp: Path) -> tuple[bytes, bytes]:
+    """An ov.Model serialised to IR (f32 weights kept): (xml, bin)."""
+    import openvino as ov
+
+    ov.save_model(model, tmp / "model.xml", compress_to_fp16=False)
+    return (tmp / "model.xml").read_bytes(), (tmp / "model.bin").read_bytes()
+
+
+def ir_double(type_name: str):
+    """An OpenVINO model x -> x + x on a [2, 3] input of the given element type."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([2, 3], getattr(ov.Type, type_name), name="x")
+    return ov.Model([ops.add(x, x)], [x], "double")
+
+
+def ir_two_in_two_out():
+    """(a, b) -> (a + b, a * b), f32 [3], with named outputs 'sum' and 'product'."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    a = ops.parameter([3], ov.Type.f32, name="a")
+    b = ops.parameter([3], ov.Type.f32, name="b")
+    total, product = ops.add(a, b), ops.multiply(a, b)
+    total.output(0).get_tensor().set_names({"sum"})
+    product.output(0).get_tensor().set_names({"product"})
+    return ov.Model([total, product], [a, b], "two")
+
+
+def torch_to_ir(module, example, tmp: Path) -> tuple[bytes, bytes]:
+    import openvino as ov
+
+    return ir_bytes(ov.convert_model(module, example_input=example), tmp)
+
+
+def torch_to_onnx(module, example, path: Path) -> bytes:
+    torch = _torch()
+    torch.onnx.export(
+        module, (example,), path, input_names=["image"], output_names=["scores"], external_data=False, dynamo=True
+    )
+    return path.read_bytes()

@@ -45,11 +45,13 @@ def test_every_config_key_is_documented():
             assert f"models[].{key}" in text, key
 
 
-def test_every_onnx_option_is_documented():
-    from wasinn_onnx import OPTIONS
+@pytest.mark.parametrize("plugin", ["onnx", "pytorch", "openvino"])
+def test_every_backend_option_is_documented(plugin):
+    import importlib
 
-    text = (DOCS / "backends" / "onnx.md").read_text()
-    for option in OPTIONS:
+    module = importlib.import_module(f"wasinn_{plugin}")
+    text = (DOCS / "backends" / f"{plugin}.md").read_text()
+    for option in module.OPTIONS:
         assert f"`{option.name}`" in text, option.name
 
 

@@ -75,7 +75,11 @@ int32_t nn_load(const nn_graph_builder_t *builders, uint32_t builders_len, uint3
                 nn_graph_t *graph);
 WASI_NN_IMPORT("load_by_name")
 int32_t nn_load_by_name(const char *name, uint32_t name_len, nn_graph_t *graph);
-/* WasmEdge extension: the config bytes (JSON) are checked against the model's guest_options. */
+/*
+ * Extensions (WasmEdge, wasinn): importing them makes a module fail to instantiate on runtimes
+ * without them (wasmtime), so portable guests call them only under #ifdef WASI_NN_EXTENSIONS.
+ * load_by_name_with_config: the config bytes (JSON) are checked against the model's guest_options.
+ */
 WASI_NN_IMPORT("load_by_name_with_config")
 int32_t nn_load_by_name_with_config(const char *name, uint32_t name_len, const char *config, uint32_t config_len,
                                     nn_graph_t *graph);

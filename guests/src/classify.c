@@ -152,7 +152,9 @@ int main(int argc, char **argv) {
         printf("first inference after %.1f us; %d iterations: median %.1f us, min %.1f us\n", first, repeat,
                times[repeat / 2], times[0]);
     }
+#ifdef WASI_NN_EXTENSIONS /* WasmEdge's extensions; wasmtime does not provide them */
     nn_finalize_execution_context(ctx);
     nn_unload(graph);
+#endif
     return 0;
 }

@@ -159,8 +159,10 @@ int main(int argc, char **argv) {
         printf("%s: predicted %d (p=%.3f), label %d%s\n", file, best, probs[best], label, best == label ? "" : "  MISS");
     }
     fclose(labels);
+#ifdef WASI_NN_EXTENSIONS /* WasmEdge's extensions; wasmtime does not provide them */
     nn_finalize_execution_context(ctx);
     nn_unload(graph);
+#endif
     if (!total) {
         fprintf(stderr, "digits: no images listed in %s/labels.txt\n", dir);
         return 1;

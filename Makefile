@@ -17,7 +17,10 @@ PLUGIN_pytorch := -e plugins/pytorch $(TORCH)
 PLUGIN_openvino := -e plugins/openvino
 DEMO_FLAGS = --dir examples/digits/images::/images --nn-preload digits:$(BACKEND):cpu:$(MODEL_$(BACKEND))
 
-.PHONY: demo test lint typecheck pytest guests model clean
+LINTED := wasinn_core plugins conformance tests guests examples
+REPORTS := .reports
+
+.PHONY: demo test lint typecheck pytest conformance guests model clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,24 +30,34 @@ $(VENV)/.demo-%: $(BIN)/python pyproject.toml plugins/%/pyproject.toml
 	$(PIP) install -e . $(PLUGIN_$*)
 	touch $@
 
-$(VENV)/.dev: $(BIN)/python pyproject.toml plugins/*/pyproject.toml
-	$(PIP) install -e '.[dev]' -e plugins/onnx -e plugins/pytorch -e plugins/openvino $(TORCH) onnxscript onnx
+$(VENV)/.dev: $(BIN)/python pyproject.toml plugins/*/pyproject.toml conformance/pyproject.toml \
+              examples/plugin-template/pyproject.toml
+	$(PIP) install -e '.[dev]' -e plugins/onnx -e plugins/pytorch -e plugins/openvino $(TORCH) onnxscript onnx \
+	    -e 'conformance[wasmtime]' -e examples/plugin-template
 	touch $@
 
 demo: $(VENV)/.demo-$(BACKEND)  ## classify the shipped digit images in a wasm guest (default: ONNX Runtime)
 	$(BIN)/wasinn run $(DEMO_FLAGS) guests/wasm/digits.wasm /images
 
-test: $(VENV)/.dev lint typecheck pytest  ## install everything, lint, type-check, run the whole suite
+test: $(VENV)/.dev lint typecheck pytest conformance  ## install everything, lint, type-check, run every suite
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check wasinn_core plugins tests guests examples
-	$(BIN)/ruff format --check wasinn_core plugins tests guests examples
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 typecheck: $(VENV)/.dev
 	$(BIN)/mypy
 
 pytest: $(VENV)/.dev
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest tests examples/plugin-template/tests
+
+# The conformance suite on every in-tree backend and the template plugin (known deviations are in
+# wasinn.toml), then on wasmtime's own CLI (its known failures ship with the suite). Reports in $(REPORTS)/.
+conformance: $(VENV)/.dev
+	mkdir -p $(REPORTS)
+	$(BIN)/wasinn conformance -q --backend onnxruntime --backend pytorch --backend openvino --backend onnxref \
+	    --expectations conformance/wasinn_conformance/expectations/wasinn.toml --json $(REPORTS)/conformance.json
+	$(BIN)/wasinn conformance -q --runtime wasmtime --json $(REPORTS)/conformance-wasmtime.json
 
 guests: $(VENV)/.dev  ## rebuild guests/wasm/*.wasm from guests/src/*.c with zig
 	$(BIN)/python guests/build.py

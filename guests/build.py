@@ -1,7 +1,8 @@
 """Build the C guests to wasm32-wasi with zig (PyPI ``ziglang``), or check the committed builds.
 
-    python guests/build.py            # rebuild guests/wasm/*.wasm from guests/src/*.c
+    python guests/build.py            # rebuild every guest: guests/src/*.c and the conformance guests
     python guests/build.py --check    # rebuild into a temp dir and compare with the committed files
+    python guests/build.py digits     # rebuild one guest
 
 The first build takes ~30 s (zig builds wasi-libc into its cache), later ones are instant.
 ``ZIG_GLOBAL_CACHE_DIR`` defaults to ``.zig-cache`` in the repository, never ``$HOME``.
@@ -18,8 +19,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-SOURCES = HERE / "src"
-OUTPUT = HERE / "wasm"
+CONFORMANCE = ROOT / "conformance" / "wasinn_conformance" / "guests"
+# (source folder, output folder): the examples, and the conformance suite's ABI guests (shipped with it)
+FOLDERS = [(HERE / "src", HERE / "wasm"), (CONFORMANCE, CONFORMANCE)]
 FLAGS = ["-target", "wasm32-wasi", "-O2", "-s", "-Wall", "-Werror", "-I", str(HERE / "include")]
 
 
@@ -35,26 +37,24 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="compare fresh builds with the committed .wasm files")
     parser.add_argument("names", nargs="*", help="guest names (default: all sources)")
     args = parser.parse_args()
-    sources = sorted(SOURCES.glob("*.c"))
+    targets = [(src, out / f"{src.stem}.wasm") for folder, out in FOLDERS for src in sorted(folder.glob("*.c"))]
     if args.names:
-        sources = [s for s in sources if s.stem in args.names]
+        targets = [(src, out) for src, out in targets if src.stem in args.names]
     if args.check:
         stale = []
         with tempfile.TemporaryDirectory() as tmp:
-            for source in sources:
-                fresh = Path(tmp) / f"{source.stem}.wasm"
+            for source, committed in targets:
+                fresh = Path(tmp) / committed.name
                 build(source, fresh)
-                committed = OUTPUT / fresh.name
                 if not committed.exists() or committed.read_bytes() != fresh.read_bytes():
-                    stale.append(committed.name)
+                    stale.append(str(committed.relative_to(ROOT)))
         if stale:
             print(f"stale or missing guest builds: {', '.join(stale)}; run python guests/build.py", file=sys.stderr)
             return 1
-        print(f"{len(sources)} guest builds match their sources")
+        print(f"{len(targets)} guest builds match their sources")
         return 0
-    OUTPUT.mkdir(exist_ok=True)
-    for source in sources:
-        out = OUTPUT / f"{source.stem}.wasm"
+    for source, out in targets:
+        out.parent.mkdir(exist_ok=True)
         build(source, out)
         print(f"built {out.relative_to(ROOT)} ({out.stat().st_size} bytes)")
     return 0

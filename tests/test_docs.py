@@ -61,3 +61,10 @@ def test_relative_links_resolve(page):
     prose = re.sub(r"`[^`]*`", "", re.sub(r"```.*?```", "", path.read_text(), flags=re.S))
     for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", prose):
         assert (path.parent / target).exists(), f"{page}: broken link {target}"
+
+
+def test_tutorial_excerpts_are_verbatim_copies_of_the_template():
+    blocks = re.findall(r"```\w*\n# file: (\S+)\n(.*?)```", (DOCS / "plugin-tutorial.md").read_text(), re.S)
+    assert len(blocks) >= 6
+    for path, body in blocks:
+        assert body.strip() in (ROOT / path).read_text(), f"plugin-tutorial.md drifted from {path}"

@@ -23,9 +23,13 @@ def test_committed_wasm_matches_a_fresh_build():
     assert "match their sources" in result.stdout
 
 
-def test_every_source_has_a_committed_build():
-    sources = {p.stem for p in (ROOT / "guests" / "src").glob("*.c")}
-    builds = {p.stem for p in (ROOT / "guests" / "wasm").glob("*.wasm")}
+@pytest.mark.parametrize(
+    "src,out",
+    [("guests/src", "guests/wasm"), ("conformance/wasinn_conformance/guests", "conformance/wasinn_conformance/guests")],
+)
+def test_every_source_has_a_committed_build(src, out):
+    sources = {p.stem for p in (ROOT / src).glob("*.c")}
+    builds = {p.stem for p in (ROOT / out).glob("*.wasm")}
     assert sources and sources == builds
 
 

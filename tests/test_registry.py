@@ -175,7 +175,7 @@ def _explode():
 @pytest.mark.parametrize(
     ("config", "key", "message"),
     [
-        ({"backends": {"nosuch": {}}}, "backends.nosuch", "installed: onnxruntime"),
+        ({"backends": {"nosuch": {}}}, "backends.nosuch", "no installed backend is called 'nosuch'; installed: "),
         ({"backends": {"onnxruntime": {"threads": 2}}}, "threads", "allowed: intra_op_num_threads"),
         ({"backends": {"onnxruntime": {"intra_op_num_threads": "2"}}}, "intra_op_num_threads", "expected int"),
         (

@@ -18,15 +18,18 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from ._backend import (
+    KNOWN_FEATURES,
     PLUGIN_API_VERSION,
     Availability,
     Backend,
     BackendSpec,
+    Capabilities,
     ExecutionContext,
     Graph,
     OptionSpec,
     TensorKey,
 )
+from ._cli_parse import NN_GRAPH_FILES
 from ._config import Config, Limits, ModelConfig, parse_size
 from ._errors import (
     BackendError,
@@ -54,12 +57,15 @@ from ._witx import WitxBinding, add_to_linker
 __all__ = [
     "ENTRY_POINT_GROUP",
     "EXIT_TRAP",
+    "KNOWN_FEATURES",
+    "NN_GRAPH_FILES",
     "PLUGIN_API_VERSION",
     "Availability",
     "Backend",
     "BackendError",
     "BackendSpec",
     "Busy",
+    "Capabilities",
     "Config",
     "ConfigError",
     "ErrorCode",

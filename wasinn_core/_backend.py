@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any, final
 
 from ._errors import UnsupportedOperation
-from ._types import ExecutionTarget, GraphEncoding, Tensor
+from ._types import ExecutionTarget, GraphEncoding, Tensor, TensorType
 
 __all__ = [
+    "KNOWN_FEATURES",
     "PLUGIN_API_VERSION",
     "Availability",
     "Backend",
     "BackendSpec",
+    "Capabilities",
     "ExecutionContext",
     "Graph",
     "OptionSpec",
@@ -31,7 +33,7 @@ __all__ = [
 
 #: The plugin API version of this host: (major, minor). A plugin built for a
 #: different major, or a newer minor, is refused with a clear error.
-PLUGIN_API_VERSION: tuple[int, int] = (1, 0)
+PLUGIN_API_VERSION: tuple[int, int] = (1, 1)
 
 #: An input or output is addressed by position (witx index) or by name.
 TensorKey = int | str
@@ -76,6 +78,35 @@ class OptionSpec:
     choices: tuple[str, ...] | None = None
 
 
+#: Features a backend can declare in :class:`Capabilities` (the conformance suite's vocabulary).
+KNOWN_FEATURES = frozenset(
+    {
+        "named_io",  # inputs and outputs by name as well as by index
+        "multi_output",  # models with several outputs
+        "dynamic_batch",  # a dynamic first dimension
+        "shape_checks",  # rank/static dimensions checked before or at compute (invalid_argument)
+        "type_checks",  # input tensor types checked against the model (invalid_argument)
+        "pytorch:torchscript",  # TorchScript archives
+        "pytorch:exported_program",  # torch.export archives
+    }
+)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend supports, for the conformance suite and for users.
+
+    :param dtypes: tensor types it accepts and returns.
+    :param features: names from :data:`KNOWN_FEATURES` (others are allowed and ignored).
+
+    .. versionadded:: 1.1
+    """
+
+    dtypes: frozenset[TensorType] = frozenset({TensorType.F32})
+    features: frozenset[str] = frozenset()
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class BackendSpec:
@@ -95,6 +126,7 @@ class BackendSpec:
     :param options: the options the backend accepts.
     :param builders: number of builders expected per encoding, when fixed.
     :param description: one line for ``wasinn plugins``.
+    :param capabilities: what it supports (default: f32 only, no features).
     """
 
     name: str
@@ -108,6 +140,7 @@ class BackendSpec:
     options: tuple[OptionSpec, ...] = ()
     builders: Mapping[GraphEncoding, int] = field(default_factory=dict)
     description: str = ""
+    capabilities: Capabilities = Capabilities()
 
     def option(self, name: str) -> OptionSpec | None:
         """The option called ``name``, if the backend has one."""

@@ -139,12 +139,24 @@ def _parser() -> argparse.ArgumentParser:
         description="List installed plugins, their backends, claims and availability.",
     )
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
+
+    conformance = sub.add_parser(
+        "conformance",
+        add_help=False,
+        help="run the wasi-nn conformance suite",
+        description="Run the conformance suite (needs wasinn-conformance).",
+    )
+    conformance.add_argument("args", nargs=argparse.REMAINDER)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wasinn`` command."""
-    args = _parser().parse_args(argv)
+    args, extra = _parser().parse_known_args(argv)
+    if args.command == "conformance":
+        return _cmd_conformance([*extra, *args.args])
+    if extra:
+        _parser().error(f"unrecognized arguments: {' '.join(extra)}")
     _setup_logging(args.verbose, args.log_level)
     try:
         if args.command == "run":
@@ -159,6 +171,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (WasiNNError, GuestError) as exc:
         print(f"wasinn: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except BrokenPipeError:  # `wasinn plugins | head`
+        sys.stderr.close()
+        return EXIT_FAILURE
+
+
+def _cmd_conformance(argv: list[str]) -> int:
+    try:
+        from wasinn_conformance.cli import main as conformance_main
+    except ImportError:
+        print("wasinn: error: the conformance suite is not installed: pip install wasinn-conformance", file=sys.stderr)
+        return EXIT_USAGE
+    return int(conformance_main(argv))
 
 
 def _load_config(args: argparse.Namespace) -> Config:

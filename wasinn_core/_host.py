@@ -81,10 +81,19 @@ class Host:
     def __init__(self, config: Config | None = None, *, plugins: PluginManager | None = None) -> None:
         self.config = config or Config()
         self.plugins = plugins or PluginManager()
-        self.registry = Registry(self.plugins.backends(), self.config, self.plugins)
+        self._registry = Registry(self.plugins.backends(), self.config, self.plugins)
+        self._generation = self.plugins.generation
         self._named: dict[tuple[str, str], LoadedGraph] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
+
+    @property
+    def registry(self) -> Registry:
+        """The registry over the current plugins (rebuilt when plugins are registered or removed)."""
+        if self.plugins.generation != self._generation:
+            self._registry = Registry(self.plugins.backends(), self.config, self.plugins)
+            self._generation = self.plugins.generation
+        return self._registry
 
     @classmethod
     def from_config_file(cls, path: str | Path, *, plugins: PluginManager | None = None) -> Host:
@@ -163,13 +172,16 @@ class Host:
         """A fresh per-instance state, for the Python API or a custom front end."""
         return Session(self, limits or self.config.limits)
 
+    #: The ABI binding class ``add_to_linker`` uses (a subclass may replace it).
+    binding_class: type[WitxBinding] | None = None
+
     def add_to_linker(
         self, linker: wasmtime.Linker, store: wasmtime.Store, *, limits: Limits | None = None
     ) -> WitxBinding:
         """Define ``wasi_ephemeral_nn`` in ``linker`` for ``store``; see :func:`add_to_linker`."""
-        from ._witx import add_to_linker
+        from ._witx import WitxBinding, add_to_linker
 
-        return add_to_linker(linker, store, self.new_session(limits))
+        return add_to_linker(linker, store, self.new_session(limits), binding_class=self.binding_class or WitxBinding)
 
     def close(self) -> None:
         """Release named models and backends."""

@@ -98,6 +98,8 @@ class PluginManager:
         )
         self._infos: dict[str, PluginInfo] = {}
         self._backends: list[BackendSpec] | None = None
+        #: Bumped whenever the set of plugins changes, so users of :meth:`backends` can refresh.
+        self.generation = 0
         self._pm.register(BuiltinDetector(), name="wasinn.builtin")
         self._infos["wasinn.builtin"] = PluginInfo("wasinn.builtin", __name__, status="builtin")
         if autoload if autoload is not None else not _env_flag(env, "WASINN_DISABLE_PLUGIN_AUTOLOAD"):
@@ -125,12 +127,14 @@ class PluginManager:
                 continue
             self._infos[ep.name] = PluginInfo(ep.name, ep.value, dist, version)
         self._backends = None
+        self.generation += 1
 
     def register(self, plugin: object, name: str) -> None:
         """Register a plugin object under ``name`` (for embedders and tests)."""
         self._pm.register(plugin, name=name)
         self._infos[name] = PluginInfo(name, getattr(plugin, "__name__", type(plugin).__name__))
         self._backends = None
+        self.generation += 1
 
     def unregister(self, name: str) -> None:
         """Remove the plugin registered under ``name``."""
@@ -138,6 +142,7 @@ class PluginManager:
             self._pm.unregister(name=name)
         self._infos.pop(name, None)
         self._backends = None
+        self.generation += 1
 
     def _fail(self, info: PluginInfo, message: str, exc: BaseException | None = None) -> None:
         self._infos[info.name] = replace(info, status="failed", error=message, backends=())

@@ -32,6 +32,8 @@ class RunSpec:
     :param dirs: preopened directories as ``(host_path, guest_path, read_only)``.
     :param env: environment variables for the guest.
     :param argv0: ``argv[0]``; the module's file name by default.
+    :param stdout: a file for the guest's stdout (default: inherit the host's).
+    :param stderr: a file for the guest's stderr and the trap message (default: inherit).
     """
 
     module: Path
@@ -39,6 +41,8 @@ class RunSpec:
     dirs: Sequence[tuple[str, str, bool]] = ()
     env: Sequence[tuple[str, str]] = field(default_factory=tuple)
     argv0: str | None = None
+    stdout: Path | None = None
+    stderr: Path | None = None
 
 
 class GuestError(Exception):
@@ -66,8 +70,14 @@ def run_command(host: Host, spec: RunSpec) -> int:
     for host_dir, guest_dir, read_only in spec.dirs:
         wasi.preopen_dir(host_dir, guest_dir, fs_mutable=not read_only)
     wasi.inherit_stdin()
-    wasi.inherit_stdout()
-    wasi.inherit_stderr()
+    if spec.stdout is None:
+        wasi.inherit_stdout()
+    else:
+        wasi.stdout_file = os.fspath(spec.stdout)
+    if spec.stderr is None:
+        wasi.inherit_stderr()
+    else:
+        wasi.stderr_file = os.fspath(spec.stderr)
     store.set_wasi(wasi)
     binding = host.add_to_linker(linker, store)
     try:
@@ -88,7 +98,12 @@ def run_command(host: Host, spec: RunSpec) -> int:
             return exc.code
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             sys.stdout.flush()
-            print(f"wasinn: error: {spec.module.name} trapped: {exc}", file=sys.stderr)
+            message = f"wasinn: error: {spec.module.name} trapped: {exc}\n"
+            if spec.stderr is None:
+                sys.stderr.write(message)
+            else:
+                with open(spec.stderr, "a", encoding="utf-8") as f:
+                    f.write(message)
             return EXIT_TRAP
         return 0
     finally:

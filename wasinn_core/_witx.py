@@ -258,15 +258,22 @@ class WitxBinding:
 
 
 def add_to_linker(
-    linker: wasmtime.Linker, store: wasmtime.Store, session: Session, memory: wasmtime.Memory | None = None
+    linker: wasmtime.Linker,
+    store: wasmtime.Store,
+    session: Session,
+    memory: wasmtime.Memory | None = None,
+    *,
+    binding_class: type[WitxBinding] = WitxBinding,
 ) -> WitxBinding:
     """Define every ``wasi_ephemeral_nn`` function in ``linker`` for ``store``.
 
     The functions are bound to ``store`` (use this linker with this store).
     ``session`` is released when the store is garbage-collected; call
-    ``session.close()`` to release it earlier.
+    ``session.close()`` to release it earlier. ``binding_class`` substitutes a
+    subclass of :class:`WitxBinding` (the conformance suite uses it to build
+    deliberately broken hosts).
     """
-    binding = WitxBinding(session, GuestMemory(memory))
+    binding = binding_class(session, GuestMemory(memory))
     i32 = wasmtime.ValType.i32()
     for name, params in _SIGNATURES.items():
         ty = wasmtime.FuncType([i32] * len(params), [i32])

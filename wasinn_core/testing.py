@@ -3,24 +3,34 @@
 :class:`ForwardingGuest` is a real wasm module whose exports forward their
 arguments to the ``wasi_ephemeral_nn`` imports unchanged, with a memory the
 test writes byte by byte: the way to drive the ABI exactly as a hostile or
-sloppy guest would.
+sloppy guest would. :func:`run_guest` runs a WASI command and captures its
+output; :func:`registered` adds backends to a plugin manager for a while. The
+pytest fixtures over these live in :mod:`wasinn_core.pytest_plugin`.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
-from typing import Any
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
 import wasmtime
 
+from ._backend import BackendSpec
 from ._config import Limits
+from ._hookspecs import hookimpl
 from ._host import Host
+from ._plugins import PluginManager
+from ._run import RunSpec, run_command
 from ._witx import _SIGNATURES, MODULE, WitxBinding, add_to_linker
 
-__all__ = ["ForwardingGuest", "forwarding_wat"]
+__all__ = ["ForwardingGuest", "GuestRun", "forwarding_wat", "registered", "run_guest"]
 
 PAGE = 65536
 
@@ -134,3 +144,42 @@ class ForwardingGuest:
 
 def _view(memory: wasmtime.Memory, store: wasmtime.Store) -> npt.NDArray[np.uint8]:
     return np.frombuffer(memoryview(memory.get_buffer_ptr(store)), np.uint8)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class GuestRun:
+    """What a guest run produced."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def run_guest(
+    host: Host, wasm: str | Path, args: Sequence[str] = (), dirs: Sequence[tuple[str, str, bool]] = ()
+) -> GuestRun:
+    """Run a WASI command on ``host`` like ``wasinn run``, capturing stdout and stderr."""
+    with tempfile.TemporaryDirectory(prefix="wasinn-guest-") as tmp:
+        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        code = run_command(host, RunSpec(Path(wasm), tuple(args), tuple(dirs), stdout=out, stderr=err))
+        return GuestRun(code, out.read_text(errors="replace"), err.read_text(errors="replace"))
+
+
+class _SpecsPlugin:
+    def __init__(self, specs: Sequence[BackendSpec]) -> None:
+        self.specs = list(specs)
+
+    @hookimpl
+    def wasinn_backends(self) -> list[BackendSpec]:
+        return self.specs
+
+
+@contextmanager
+def registered(plugins: PluginManager, *specs: BackendSpec, name: str = "wasinn-testing") -> Iterator[PluginManager]:
+    """Register ``specs`` as a plugin called ``name`` for the duration of the ``with`` block."""
+    plugins.register(_SpecsPlugin(specs), name=name)
+    try:
+        yield plugins
+    finally:
+        plugins.unregister(name)

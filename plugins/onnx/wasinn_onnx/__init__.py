@@ -9,7 +9,17 @@ import importlib.metadata
 from collections.abc import Mapping
 from typing import Any
 
-from wasinn_core import Availability, Backend, BackendSpec, ExecutionTarget, GraphEncoding, OptionSpec, hookimpl
+from wasinn_core import (
+    Availability,
+    Backend,
+    BackendSpec,
+    Capabilities,
+    ExecutionTarget,
+    GraphEncoding,
+    OptionSpec,
+    TensorType,
+    hookimpl,
+)
 
 # Every distribution that provides the `onnxruntime` module.
 _DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml", "onnxruntime-qnn")
@@ -88,6 +98,10 @@ def backend_spec() -> BackendSpec:
         library_version=version,
         options=OPTIONS,
         builders={GraphEncoding.ONNX: 1},
+        capabilities=Capabilities(
+            dtypes=frozenset(TensorType) - {TensorType.BF16},  # ONNX Runtime's CPU kernels lack bf16 arithmetic
+            features=frozenset({"named_io", "multi_output", "dynamic_batch", "shape_checks", "type_checks"}),
+        ),
         description="ONNX Runtime: cpu → CPUExecutionProvider, gpu → CUDA (or configured providers)",
     )
 

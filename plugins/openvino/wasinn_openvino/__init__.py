@@ -10,7 +10,17 @@ import importlib.metadata
 from collections.abc import Mapping
 from typing import Any
 
-from wasinn_core import Availability, Backend, BackendSpec, ExecutionTarget, GraphEncoding, OptionSpec, hookimpl
+from wasinn_core import (
+    Availability,
+    Backend,
+    BackendSpec,
+    Capabilities,
+    ExecutionTarget,
+    GraphEncoding,
+    OptionSpec,
+    TensorType,
+    hookimpl,
+)
 
 __all__ = ["OPTIONS", "backend_spec", "wasinn_backends"]
 __version__ = "0.1.0"
@@ -66,6 +76,10 @@ def backend_spec() -> BackendSpec:
         library_version=version,
         options=OPTIONS,
         builders={GraphEncoding.OPENVINO: 2, GraphEncoding.ONNX: 1},
+        capabilities=Capabilities(
+            dtypes=frozenset(TensorType),
+            features=frozenset({"named_io", "multi_output", "dynamic_batch", "shape_checks", "type_checks"}),
+        ),
         description="OpenVINO: IR (xml + weights) and ONNX; cpu → CPU, gpu → GPU[.N], tpu → NPU",
     )
 

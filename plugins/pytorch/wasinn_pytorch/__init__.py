@@ -10,7 +10,17 @@ import importlib.metadata
 from collections.abc import Mapping
 from typing import Any
 
-from wasinn_core import Availability, Backend, BackendSpec, ExecutionTarget, GraphEncoding, OptionSpec, hookimpl
+from wasinn_core import (
+    Availability,
+    Backend,
+    BackendSpec,
+    Capabilities,
+    ExecutionTarget,
+    GraphEncoding,
+    OptionSpec,
+    TensorType,
+    hookimpl,
+)
 
 __all__ = ["OPTIONS", "backend_spec", "wasinn_backends"]
 __version__ = "0.1.0"
@@ -63,6 +73,13 @@ def backend_spec() -> BackendSpec:
         library_version=version,
         options=OPTIONS,
         builders={GraphEncoding.PYTORCH: 1},
+        capabilities=Capabilities(
+            dtypes=frozenset(TensorType),
+            # no "shape_checks"/"type_checks": TorchScript archives record no input shapes or types
+            features=frozenset(
+                {"named_io", "multi_output", "dynamic_batch", "pytorch:torchscript", "pytorch:exported_program"}
+            ),
+        ),
         description="PyTorch: TorchScript and torch.export archives; cpu, gpu → cuda:N or mps",
     )
 

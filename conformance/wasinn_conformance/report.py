@@ -1,0 +1,98 @@
+"""The capability matrix (terminal) and the JSON report of a run."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from wasinn_core import PluginInfo
+
+from .suite import Result
+
+__all__ = ["OUTCOMES", "SUITE_VERSION", "json_report", "matrix", "write_json"]
+
+SUITE_VERSION = "0.1.0"
+#: The ABI the suite grades: the witx module and the wasi-nn commit its numbering comes from.
+ABI = "wasi_ephemeral_nn (witx, wasi-nn 71320d9; WasmEdge extensions)"
+OUTCOMES = ("passed", "failed", "skipped", "xfailed", "xpassed")
+
+
+def matrix(results: list[Result]) -> str:
+    """Rows (backend or runtime, encoding/format or abi, target, dtype) × outcome counts."""
+    counts: dict[tuple[str, str, str, str], Counter[str]] = {}
+    for r in results:
+        counts.setdefault(r.case.row, Counter())[r.outcome] += 1
+    head = ("backend", "encoding", "target", "dtype", *OUTCOMES)
+    rows = [head] + [(*row, *(str(c[o]) for o in OUTCOMES)) for row, c in sorted(counts.items())]
+    total = Counter(r.outcome for r in results)
+    rows.append(("total", "", "", "", *(str(total[o]) for o in OUTCOMES)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [
+        "  ".join(cell.ljust(w) if i < 4 else cell.rjust(w) for i, (cell, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.insert(len(lines) - 1, lines[1])
+    return "\n".join(lines)
+
+
+def json_report(results: list[Result], plugins: list[PluginInfo], runtime: dict[str, str]) -> dict[str, Any]:
+    """The report: suite and host versions, each backend's distribution and library, every case's outcome."""
+    import wasinn_core
+
+    owners = {spec.name: (info, spec) for info in plugins for spec in info.backends}
+    backends = []
+    for name in sorted({r.case.backend for r in results} & owners.keys()):
+        info, spec = owners[name]
+        backends.append(
+            {
+                "name": name,
+                "distribution": info.distribution,
+                "version": info.version,
+                "library": spec.library,
+                "library_version": spec.library_version,
+                "capabilities": {
+                    "dtypes": sorted(t.value for t in spec.capabilities.dtypes),
+                    "features": sorted(spec.capabilities.features),
+                },
+            }
+        )
+    return {
+        "suite": "wasinn-conformance",
+        "suite_version": SUITE_VERSION,
+        "abi": ABI,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host": {
+            "wasinn": wasinn_core.__version__,
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "system": platform.system(),
+        },
+        "runtime": runtime,
+        "backends": backends,
+        "summary": dict(Counter(r.outcome for r in results)),
+        "cases": [
+            {
+                "id": r.case.id,
+                "layer": r.case.layer,
+                "backend": r.case.backend,
+                "encoding": r.case.encoding,
+                "format": r.case.format,
+                "target": r.case.target,
+                "dtype": r.case.dtype,
+                "outcome": r.outcome,
+                "duration_s": round(r.duration, 4),
+                "device": r.device,
+                "message": r.message,
+            }
+            for r in results
+        ],
+    }
+
+
+def write_json(path: str | Path, report: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

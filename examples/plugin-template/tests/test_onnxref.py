@@ -1,0 +1,79 @@
+"""Tests of the template plugin, with wasinn's testing kit and its conformance suite."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+from wasinn_onnxref import backend_spec
+
+from wasinn_core import ExecutionTarget, GraphEncoding, InvalidArgument, Tensor, UnsupportedOperation
+
+
+def model_bytes() -> bytes:
+    """y = x + x, f32 [2]."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "double", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_loads_and_computes_through_the_registry(wasinn_register, wasinn_host):
+    wasinn_register(backend_spec())
+    loaded = wasinn_host.registry.load([memoryview(model_bytes())], GraphEncoding.ONNX, (ExecutionTarget.CPU,))
+    assert loaded.info.backend == "onnxref"
+    ctx = loaded.graph.init_execution_context()
+    ctx.set_input("x", Tensor.from_array(np.array([1.0, 2.5], np.float32)))
+    ctx.compute()
+    np.testing.assert_array_equal(ctx.get_output(0).data, [2.0, 5.0])
+    with pytest.raises(InvalidArgument, match="is f32, got f64"):
+        ctx.set_input(0, Tensor.from_array(np.zeros(2)))
+
+
+def test_gpu_is_refused_with_the_reason(wasinn_register, wasinn_host):
+    wasinn_register(backend_spec())
+    with pytest.raises(UnsupportedOperation, match="has no gpu support"):
+        wasinn_host.registry.load([memoryview(model_bytes())], GraphEncoding.ONNX, (ExecutionTarget.GPU,))
+
+
+def test_through_the_abi(wasinn_register, wasinn_guest):
+    wasinn_register(backend_spec())
+    guest = wasinn_guest()
+    builders, n = guest.builders([model_bytes()])
+    graph_out, ctx_out = guest.alloc(4), guest.alloc(4)
+    assert guest.call("load", builders, n, 1, 0, graph_out) == 0
+    assert guest.call("init_execution_context", guest.u32(graph_out), ctx_out) == 0
+    ctx = guest.u32(ctx_out)
+    assert guest.call("set_input", ctx, 0, guest.tensor([2], 1, np.array([3.0, 4.0], np.float32))) == 0
+    assert guest.call("compute", ctx) == 0
+    out, written = guest.alloc(8), guest.alloc(4)
+    assert guest.call("get_output", ctx, 0, out, 8, written) == 0
+    assert np.frombuffer(guest.read(out, 8), np.float32).tolist() == [6.0, 8.0]
+
+
+def test_broken_model_is_a_runtime_error(wasinn_register, wasinn_guest):
+    wasinn_register(backend_spec())
+    guest = wasinn_guest()
+    builders, n = guest.builders([model_bytes()[:-7]])
+    assert guest.call("load", builders, n, 1, 0, guest.alloc(4)) == 5
+
+
+def test_passes_the_conformance_suite(tmp_path):
+    """The whole suite, as a backend author runs it in CI: only capability skips, no failures."""
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "wasinn_core", "conformance", "--backend", "onnxref", "--json", str(report), "-q"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    data = json.loads(report.read_text())
+    outcomes = {c["outcome"] for c in data["cases"]}
+    assert outcomes <= {"passed", "skipped"}
+    assert sum(c["outcome"] == "passed" for c in data["cases"]) >= 100
+    assert data["backends"][0]["distribution"] == "wasinn-onnxref"

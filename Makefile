@@ -20,7 +20,7 @@ DEMO_FLAGS = --dir examples/digits/images::/images --nn-preload digits:$(BACKEND
 LINTED := wasinn_core plugins conformance tests guests examples
 REPORTS := .reports
 
-.PHONY: demo test lint typecheck pytest conformance guests model clean
+.PHONY: demo test lint typecheck pytest conformance fuzz soak guests model clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ typecheck: $(VENV)/.dev
 
 pytest: $(VENV)/.dev
 	$(BIN)/python -m pytest tests examples/plugin-template/tests
+	# the ABI on wasmtime-py's public API too (the default is the fast path of unchecked C callbacks)
+	WASINN_ABI_PATH=public $(BIN)/python -m pytest -q tests/test_abi.py tests/test_rust_abi.py tests/test_fuzz.py \
+	    tests/test_reliability.py tests/test_cli.py
 
 # The conformance suite on every in-tree backend and the template plugin (known deviations are in
 # wasinn.toml), then on wasmtime's own CLI (its known failures ship with the suite). Reports in $(REPORTS)/.
@@ -58,6 +61,12 @@ conformance: $(VENV)/.dev
 	$(BIN)/wasinn conformance -q --backend onnxruntime --backend pytorch --backend openvino --backend onnxref \
 	    --expectations conformance/wasinn_conformance/expectations/wasinn.toml --json $(REPORTS)/conformance.json
 	$(BIN)/wasinn conformance -q --runtime wasmtime --json $(REPORTS)/conformance-wasmtime.json
+
+fuzz: $(VENV)/.dev  ## long fuzz runs: 1,000,000 hostile host calls, 1,000 mutated models per format
+	$(BIN)/python -m tests.fuzzing --calls $${FUZZ_CALLS:-1000000} --seed $${FUZZ_SEED:-1} --models 1000 2>/dev/null
+
+soak: $(VENV)/.dev  ## the full soak: 10,000 cycles and 1,000 store lifetimes per backend
+	$(BIN)/python -m tests.soak --cycles 10000 --lifetimes 1000 2>/dev/null
 
 guests: $(VENV)/.dev  ## rebuild guests/wasm/*.wasm from guests/src/*.c with zig
 	$(BIN)/python guests/build.py

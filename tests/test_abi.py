@@ -196,11 +196,22 @@ def test_wrong_builder_count(guest, digits_onnx):
     assert guest.call("load", builders, 0, ONNX, CPU, guest.alloc(4)) == INVALID_ARGUMENT
 
 
-def test_corrupt_model_is_runtime_error_with_library_message(guest, digits_onnx, caplog):
+def test_corrupt_model_is_runtime_error_with_library_message(guest, caplog):
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("NoSuchOperator", ["x"], ["x2"])], "bad", [x], [x])
+    with caplog.at_level(logging.WARNING, logger="wasinn"):
+        err, _ = load_onnx(guest, helper.make_model(graph).SerializeToString())
+    assert err == RUNTIME_ERROR
+    assert "load(" in caplog.text and "runtime_error" in caplog.text and "NoSuchOperator" in caplog.text
+
+
+def test_truncated_onnx_is_refused_before_the_library(guest, digits_onnx, caplog):
     with caplog.at_level(logging.WARNING, logger="wasinn"):
         err, _ = load_onnx(guest, digits_onnx[: len(digits_onnx) // 2])
-    assert err == RUNTIME_ERROR
-    assert "load(" in caplog.text and "runtime_error" in caplog.text and "ONNX" in caplog.text
+    assert err == INVALID_ARGUMENT
+    assert "not a well-formed ONNX model" in caplog.text
 
 
 def test_load_spans_outside_memory(guest, digits_onnx):
@@ -438,3 +449,30 @@ def test_onnx_model_from_file_path_config(plugins):
     host = Host(cfg, plugins=plugins)
     host.preload()
     assert host.named_graph("m").info.backend == "onnxruntime"
+
+
+@pytest.mark.parametrize("path", ["fast", "public"])
+def test_both_abi_paths_give_the_same_results(host, digits_onnx, digit_image, reference_probs, monkeypatch, path):
+    monkeypatch.setenv("WASINN_ABI_PATH", path)
+    g = ForwardingGuest(host)
+    assert g.binding.path == path
+    np.testing.assert_array_equal(infer(g, ready_context(g, digits_onnx), digit_image), reference_probs)
+    assert g.call("compute", 99) == INVALID_ARGUMENT
+
+
+def test_abi_path_choice(host, monkeypatch):
+    import wasmtime
+
+    from wasinn_core import fast_path_available
+
+    assert fast_path_available()  # wasmtime-py 50 is pinned by wasinn-core
+    monkeypatch.setenv("WASINN_ABI_PATH", "turbo")
+    with pytest.raises(ValueError, match="allowed: auto, fast, public"):
+        ForwardingGuest(host)
+    monkeypatch.setenv("WASINN_ABI_PATH", "auto")
+    monkeypatch.setattr(wasmtime, "__version__", "51.0.0", raising=False)  # a version the fast path does not know
+    assert not fast_path_available()
+    assert ForwardingGuest(host).binding.path == "public"
+    monkeypatch.setenv("WASINN_ABI_PATH", "fast")
+    with pytest.raises(RuntimeError, match="fast ABI path needs wasmtime-py 50"):
+        ForwardingGuest(host)

@@ -62,3 +62,26 @@ def test_tensor_types():
         TensorType.from_numpy(np.int8)
     tensor = Tensor.from_array(np.zeros((2, 3), np.float16))
     assert tensor.dimensions == (2, 3) and tensor.type is TensorType.F16 and tensor.nbytes == 12
+
+
+def test_onnx_external_data_walker():
+    from onnx import TensorProto, helper
+
+    from wasinn_core._detect import onnx_external_data
+
+    assert onnx_external_data(blob("digits.onnx")) == []
+    w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1], data_location=TensorProto.EXTERNAL)
+    entry = w.external_data.add()
+    entry.key, entry.value = "location", "../../etc/shadow"
+    out = helper.make_tensor_value_info("w", TensorProto.FLOAT, [1])
+    then = helper.make_graph([helper.make_node("Constant", [], ["w"], value=w)], "then", [], [out])
+    graph = helper.make_graph(
+        [helper.make_node("If", ["c"], ["w"], then_branch=then, else_branch=then)],
+        "g",
+        [helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+        [out],
+    )
+    found = onnx_external_data(memoryview(helper.make_model(graph).SerializeToString()))
+    assert found.count("../../etc/shadow") == 2  # found inside both subgraphs' Constant nodes
+    with pytest.raises(ValueError):
+        onnx_external_data(memoryview(b"\x3a\xff\xff\xff\x0f"))  # a field longer than the data

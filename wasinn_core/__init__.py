@@ -30,7 +30,7 @@ from ._backend import (
     TensorKey,
 )
 from ._cli_parse import NN_GRAPH_FILES
-from ._config import Config, Limits, ModelConfig, parse_size
+from ._config import Config, Limits, ModelConfig, parse_seconds, parse_size
 from ._errors import (
     BackendError,
     Busy,
@@ -47,12 +47,13 @@ from ._errors import (
 )
 from ._hookspecs import hookimpl, hookspec
 from ._host import Host, read_model_files
+from ._linking import add_to_linker, fast_path_available
 from ._plugins import ENTRY_POINT_GROUP, PluginInfo, PluginManager
 from ._registry import GraphInfo, LoadedGraph, Registry
 from ._run import EXIT_TRAP, RunSpec, run_command
 from ._session import Session
 from ._types import ExecutionTarget, GraphEncoding, Tensor, TensorType
-from ._witx import WitxBinding, add_to_linker
+from ._witx import WitxBinding
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -98,8 +99,10 @@ __all__ = [
     "WitxBinding",
     "__version__",
     "add_to_linker",
+    "fast_path_available",
     "hookimpl",
     "hookspec",
+    "parse_seconds",
     "parse_size",
     "read_model_files",
     "run_command",

@@ -68,7 +68,9 @@ class OptionSpec:
     """One backend option, settable in ``[backends.NAME]`` or a model's ``options``.
 
     ``type`` is one of ``bool``, ``int``, ``float``, ``str``, ``list`` or ``dict``;
-    ``choices`` restricts a ``str`` option to a set of values.
+    ``choices`` restricts a ``str`` option to a set of values. ``guest=False``
+    marks an option a guest must never set (anything naming a host path or
+    library internals), even if an embedder lists it in ``guest_options``.
     """
 
     name: str
@@ -76,6 +78,7 @@ class OptionSpec:
     default: Any
     help: str
     choices: tuple[str, ...] | None = None
+    guest: bool = True
 
 
 #: Features a backend can declare in :class:`Capabilities` (the conformance suite's vocabulary).

@@ -24,6 +24,8 @@ from ._cli_parse import (
     UsageError,
     parse_dir,
     parse_env,
+    parse_guest_load,
+    parse_limits,
     parse_nn_graph,
     parse_nn_preload,
     parse_prefer,
@@ -129,6 +131,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--fallback", choices=FALLBACKS, help="GPU/TPU fallback policy (default: strict)")
     run.add_argument("--argv0", help="argv[0] for the guest (default: the module's file name)")
+    limits = run.add_argument_group("limits (override [limits] of the config)")
+    for flag, metavar, text in [
+        ("--max-model-bytes", "SIZE", "largest model a guest may load() (too_large)"),
+        ("--max-tensor-bytes", "SIZE", "largest input or output tensor (too_large)"),
+        ("--max-graphs", "N", "live graphs per instance (busy)"),
+        ("--max-contexts", "N", "live execution contexts per instance (busy)"),
+        ("--max-host-memory", "SIZE", "host memory the guest may make the host hold (too_large)"),
+        ("--load-timeout", "DURATION", "how long a backend may take to load a model (runtime_error)"),
+        ("--timeout", "DURATION", "wall-clock time the guest may run, e.g. 30s (a trap after)"),
+        ("--fuel", "N", "wasm instructions the guest may execute, as wasmtime fuel (a trap after)"),
+        ("--max-memory", "SIZE", "the most linear memory the guest may grow to"),
+    ]:
+        limits.add_argument(flag, metavar=metavar, help=text)
+    limits.add_argument(
+        "-W",
+        "--wasm",
+        action="append",
+        default=[],
+        metavar="OPT=VAL",
+        help="wasmtime's -W options: timeout=DURATION, max-memory-size=SIZE, fuel=N",
+    )
+    limits.add_argument(
+        "--guest-load",
+        metavar="ENCODINGS",
+        help="encodings a guest may load() from its own bytes: all (default), none, or a list",
+    )
     run.add_argument("module", metavar="MODULE", help="the .wasm module")
     run.add_argument("args", nargs=argparse.REMAINDER, metavar="ARGS", help="arguments for the guest")
 
@@ -200,6 +228,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 models.append(parse_nn_graph(value, flag="-S nn-graph"))
             elif key == "inherit-env" and value in ("", "y", "yes", "true"):
                 env = [(k, v) for k, v in os.environ.items()] + env
+    config = replace(config, limits=parse_limits(args, config.limits))
+    if args.guest_load is not None:
+        config = replace(config, guest_load=parse_guest_load(args.guest_load))
     prefs = dict(config.preferences)
     for p in args.nn_prefer:
         key, names = parse_prefer(p)

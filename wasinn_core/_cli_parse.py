@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import argparse
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from ._config import ModelConfig
+from ._config import Limits, ModelConfig, parse_seconds, parse_size
 from ._types import ExecutionTarget, GraphEncoding
 
 __all__ = [
     "UsageError",
     "parse_dir",
     "parse_env",
+    "parse_guest_load",
+    "parse_limits",
     "parse_nn_graph",
     "parse_nn_preload",
     "parse_prefer",
@@ -170,3 +175,57 @@ def parse_prefer(spec: str) -> tuple[str, tuple[str, ...]]:
     if target:
         parts.append(_targets(target, "--nn-prefer", spec)[0].value)
     return ":".join(parts), backends
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+# flag -> (Limits field, parser, allowed form)
+_LIMIT_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "max_model_bytes": ("max_model_bytes", parse_size, "a size like 64MiB"),
+    "max_tensor_bytes": ("max_tensor_bytes", parse_size, "a size like 16MiB"),
+    "max_graphs": ("max_graphs", _count, "a non-negative integer"),
+    "max_contexts": ("max_contexts", _count, "a non-negative integer"),
+    "max_host_memory": ("max_host_memory_bytes", parse_size, "a size like 1GiB"),
+    "load_timeout": ("load_timeout_s", parse_seconds, "a duration like 30s"),
+    "timeout": ("guest_timeout_s", parse_seconds, "a duration like 30s, 500ms, 2m"),
+    "fuel": ("guest_fuel", _count, "a non-negative integer"),
+    "max_memory": ("guest_memory_bytes", parse_size, "a size like 256MiB"),
+}
+# wasmtime's -W names for the same limits
+_WASMTIME_W = {"timeout": "timeout", "max-memory-size": "max_memory", "fuel": "fuel"}
+
+
+def parse_limits(args: argparse.Namespace, base: Limits) -> Limits:
+    """Limits from the ``run`` flags (and wasmtime-style ``-W KEY=VALUE``) over ``base``."""
+    values: dict[str, str] = {}
+    for item in args.wasm:
+        for part in item.split(","):
+            key, sep, value = part.partition("=")
+            if key not in _WASMTIME_W or not sep:
+                raise UsageError(f"-W {item}: unsupported; supported: {', '.join(k + '=' for k in _WASMTIME_W)}")
+            values[_WASMTIME_W[key]] = value
+    for dest in _LIMIT_FLAGS:
+        if getattr(args, dest, None) is not None:
+            values[dest] = getattr(args, dest)
+    changes = {}
+    for dest, text in values.items():
+        field, parse, form = _LIMIT_FLAGS[dest]
+        try:
+            changes[field] = parse(text)
+        except ValueError as exc:
+            raise UsageError(f"--{dest.replace('_', '-')} {text}: {exc}; expected {form}") from None
+    return replace(base, **changes)
+
+
+def parse_guest_load(text: str) -> frozenset[GraphEncoding] | None:
+    """``--guest-load all|none|ENC[,ENC...]``."""
+    if text == "all":
+        return None
+    if text == "none":
+        return frozenset()
+    return frozenset(_encoding(e, "--guest-load", text) for e in text.split(",") if e)

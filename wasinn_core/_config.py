@@ -16,7 +16,7 @@ from typing import Any, Literal, final
 from ._errors import ConfigError
 from ._types import ExecutionTarget, GraphEncoding
 
-__all__ = ["Config", "Limits", "ModelConfig", "parse_size"]
+__all__ = ["Config", "Limits", "ModelConfig", "parse_seconds", "parse_size"]
 
 Fallback = Literal["strict", "cpu"]
 FALLBACKS: tuple[Fallback, ...] = ("strict", "cpu")
@@ -54,21 +54,50 @@ def parse_size(value: int | str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*$")
+_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_seconds(value: int | float | str) -> float:
+    """Seconds from a number or a string like ``"500ms"``, ``"10s"``, ``"2m"``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration, got a boolean")
+    if isinstance(value, int | float):
+        if value <= 0:
+            raise ValueError(f"duration must be positive, got {value}")
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"invalid duration {value!r}; use seconds or a unit: 500ms, 10s, 2m, 1h")
+    return float(match.group(1)) * _SECONDS[match.group(2)]
+
+
 @final
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Per-instance limits; ``None`` means unlimited.
 
-    :param max_model_bytes: total builder bytes of one ``load``.
-    :param max_tensor_bytes: bytes of one input or output tensor.
-    :param max_graphs: live graph handles per instance.
-    :param max_contexts: live execution contexts per instance.
+    :param max_model_bytes: total builder bytes of one ``load`` (``too_large``).
+    :param max_tensor_bytes: bytes of one input or output tensor (``too_large``).
+    :param max_graphs: live graph handles per instance (``busy``).
+    :param max_contexts: live execution contexts per instance (``busy``).
+    :param max_host_memory_bytes: host memory an instance may make the host hold: the bytes of
+        its guest-loaded models plus the input tensors of its live contexts (``too_large``).
+    :param load_timeout_s: seconds a backend may take to load a model (``runtime_error`` after).
+    :param guest_timeout_s: wall-clock seconds the guest may run (a trap after; epoch interruption).
+    :param guest_fuel: wasm instructions the guest may execute, in wasmtime fuel (a trap after).
+    :param guest_memory_bytes: the most linear memory the guest may grow to.
     """
 
     max_model_bytes: int | None = None
     max_tensor_bytes: int | None = None
     max_graphs: int | None = None
     max_contexts: int | None = None
+    max_host_memory_bytes: int | None = None
+    load_timeout_s: float | None = None
+    guest_timeout_s: float | None = None
+    guest_fuel: int | None = None
+    guest_memory_bytes: int | None = None
 
 
 @final
@@ -109,6 +138,8 @@ class Config:
         served fails with ``unsupported_operation``; ``"cpu"``: it runs on the
         CPU and the device actually used is logged and queryable.
     :param limits: per-instance limits.
+    :param guest_load: encodings a guest may ``load`` from its own bytes (``None``: all; empty: none,
+        only named models).
     :param source: where this came from, for error messages.
     """
 
@@ -117,6 +148,7 @@ class Config:
     backends: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     fallback: Fallback = "strict"
     limits: Limits = Limits()
+    guest_load: frozenset[GraphEncoding] | None = None
     source: str = "<defaults>"
 
     @classmethod
@@ -185,8 +217,9 @@ class _Parser:
         version = data.get("version", 1)
         if version != 1:
             raise self.error("version", f"unsupported config version {version!r}; allowed: 1")
-        policy = self.table(data.get("policy", {}), "policy", ("fallback",))
+        policy = self.table(data.get("policy", {}), "policy", ("fallback", "guest_load"))
         fallback = self.fallback(policy.get("fallback", "strict"), "policy.fallback")
+        guest_load = self.guest_load(policy.get("guest_load", True), "policy.guest_load")
         models_raw = data.get("models", [])
         if not isinstance(models_raw, list):
             raise self.error("models", "expected an array of tables ([[models]])")
@@ -205,8 +238,19 @@ class _Parser:
             },
             fallback=fallback,
             limits=self.limits(data.get("limits", {})),
+            guest_load=guest_load,
             source=self.source,
         )
+
+    def guest_load(self, value: Any, key: str) -> frozenset[GraphEncoding] | None:
+        if value is True:
+            return None
+        if value is False:
+            return frozenset()
+        try:
+            return frozenset(GraphEncoding.parse(v) for v in self.strings(value, key))
+        except ValueError as exc:
+            raise self.error(key, f"{exc} (or true for all, false for none)") from None
 
     def fallback(self, value: Any, key: str) -> Fallback:
         if value not in FALLBACKS:
@@ -231,10 +275,15 @@ class _Parser:
 
     def limits(self, value: Any) -> Limits:
         table = self.table(value, "limits", Limits.__slots__)
-        kwargs: dict[str, int] = {}
+        kwargs: dict[str, Any] = {}
         for k, v in table.items():
             try:
-                kwargs[k] = parse_size(v) if k.endswith("_bytes") else self.count(v)
+                if k.endswith("_bytes"):
+                    kwargs[k] = parse_size(v)
+                elif k.endswith("_s"):
+                    kwargs[k] = parse_seconds(v)
+                else:
+                    kwargs[k] = self.count(v)
             except ValueError as exc:
                 raise self.error(f"limits.{k}", str(exc)) from None
         return Limits(**kwargs)

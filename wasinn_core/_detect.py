@@ -13,7 +13,7 @@ from io import BytesIO
 from ._hookspecs import hookimpl
 from ._types import GraphEncoding
 
-__all__ = ["detect_encoding"]
+__all__ = ["detect_encoding", "onnx_external_data"]
 
 # Top-level field numbers of onnx.ModelProto (onnx/onnx.proto3).
 _ONNX_MODEL_FIELDS = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 14, 20, 25})
@@ -55,6 +55,64 @@ def looks_like_onnx(data: memoryview) -> bool:
     except ValueError:
         return False
     return seen_graph
+
+
+# Where TensorProtos can sit in an ONNX model: message -> {field number: message of that field}.
+_ONNX_SCHEMA: dict[str, dict[int, str]] = {
+    "model": {7: "graph", 25: "function"},
+    "function": {7: "node"},
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},
+    "node": {5: "attribute"},
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},
+    "tensor": {13: "entry"},
+    "entry": {},
+}
+_TENSOR_DATA_LOCATION, _EXTERNAL = 14, 1
+_MAX_DEPTH = 64
+
+
+def onnx_external_data(data: memoryview) -> list[str]:
+    """The external-data locations an ONNX model names (files the library would open), in order.
+
+    Raises ``ValueError`` when the bytes are not a well-formed protobuf.
+    """
+    found: list[str] = []
+
+    def walk(buf: memoryview, kind: str, depth: int) -> None:
+        if depth > _MAX_DEPTH:
+            raise ValueError("ONNX model nested too deeply")
+        fields, pos, key_value = _ONNX_SCHEMA[kind], 0, {}
+        while pos < len(buf):
+            key, pos = _read_varint(buf, pos)
+            number, wire = key >> 3, key & 7
+            if wire == 0:
+                value, pos = _read_varint(buf, pos)
+                if kind == "tensor" and number == _TENSOR_DATA_LOCATION and value == _EXTERNAL:
+                    found.append("<data_location = EXTERNAL>")
+            elif wire == 2:
+                length, pos = _read_varint(buf, pos)
+                if pos + length > len(buf):
+                    raise ValueError("truncated ONNX field")
+                child = buf[pos : pos + length]
+                pos += length
+                if number in fields:
+                    walk(child, fields[number], depth + 1)
+                elif kind == "entry":
+                    key_value[number] = bytes(child).decode("utf-8", "replace")
+            elif wire == 5:
+                pos += 4
+            elif wire == 1:
+                pos += 8
+            else:
+                raise ValueError(f"unsupported protobuf wire type {wire}")
+            if pos > len(buf):
+                raise ValueError("truncated ONNX field")
+        if kind == "entry" and key_value.get(1) == "location":
+            found.append(key_value.get(2, ""))
+
+    walk(data, "model", 0)
+    return found
 
 
 def _looks_like_openvino_ir(data: memoryview) -> bool:

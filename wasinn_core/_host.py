@@ -143,6 +143,7 @@ class Host:
             fallback=model.fallback,
             name=model.name,
             source=f"{self.config.source}: models.{model.name}.options",
+            timeout=self.config.limits.load_timeout_s,
         )
         info = loaded.info
         log.info(
@@ -179,7 +180,8 @@ class Host:
         self, linker: wasmtime.Linker, store: wasmtime.Store, *, limits: Limits | None = None
     ) -> WitxBinding:
         """Define ``wasi_ephemeral_nn`` in ``linker`` for ``store``; see :func:`add_to_linker`."""
-        from ._witx import WitxBinding, add_to_linker
+        from ._linking import add_to_linker
+        from ._witx import WitxBinding
 
         return add_to_linker(linker, store, self.new_session(limits), binding_class=self.binding_class or WitxBinding)
 

@@ -105,6 +105,17 @@ class Registry:
                     f"models.{model.name}.backend",
                     f"no installed backend is called {model.backend!r}; installed: {installed}",
                 )
+            specs = [self.specs[model.backend]] if model.backend else self._ordered(model.encoding, None)
+            for key in model.guest_options:
+                for spec in specs:
+                    option = spec.option(key)
+                    if option is not None and not option.guest:
+                        raise ConfigError(
+                            src,
+                            f"models.{model.name}.guest_options",
+                            f"{spec.name}'s option {key!r} can never be set by a guest (it names host paths or "
+                            "library internals)",
+                        )
 
     # -- queries ---------------------------------------------------------
 
@@ -185,6 +196,7 @@ class Registry:
         fallback: Fallback | None = None,
         name: str | None = None,
         source: str = "",
+        timeout: float | None = None,
     ) -> LoadedGraph:
         """Load ``builders`` on the first target that a backend can serve.
 
@@ -219,7 +231,7 @@ class Registry:
                     reasons.append(f"{spec.name} on {target.value}: {available.reason}")
                     continue
                 try:
-                    graph = self.backend(spec).load(builders, encoding, target, opts)
+                    graph = self._load_with_timeout(spec, builders, encoding, target, opts, timeout)
                 except UnsupportedOperation as exc:
                     reasons.append(f"{spec.name} on {target.value}: {exc.message}")
                     continue
@@ -240,6 +252,41 @@ class Registry:
         if policy == "strict" and tried[0] is not ExecutionTarget.CPU:
             hint = ' (fallback policy is strict; set [policy] fallback = "cpu" to allow the CPU)'
         raise UnsupportedOperation(f"cannot run {encoding.value} on {tried[0].value}: " + "; ".join(reasons) + hint)
+
+    def _load_with_timeout(
+        self,
+        spec: BackendSpec,
+        builders: Sequence[memoryview],
+        encoding: GraphEncoding,
+        target: ExecutionTarget,
+        options: Mapping[str, Any],
+        timeout: float | None,
+    ) -> Graph:
+        backend = self.backend(spec)
+        if timeout is None:
+            return backend.load(builders, encoding, target, options)
+        # A library call cannot be interrupted: a load that hangs is abandoned in its daemon thread, and
+        # the guest gets an error instead of hanging with it. The thread gets its own copy of the bytes,
+        # since guest memory may change or go away once the call returns.
+        builders = [memoryview(bytes(b)) for b in builders]
+        outcome: list[Graph | BaseException] = []
+
+        def work() -> None:
+            try:
+                outcome.append(backend.load(builders, encoding, target, options))
+            except BaseException as exc:  # handed to the caller's thread
+                outcome.append(exc)
+
+        thread = threading.Thread(target=work, name=f"wasinn-load-{spec.name}", daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if not outcome:
+            log.error("%s: load did not finish within %.3g s; its thread is abandoned", spec.name, timeout)
+            raise BackendError(f"{spec.name} did not load the model within {timeout:g} s (load_timeout_s)")
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     def _claimers(
         self, encoding: GraphEncoding, target: ExecutionTarget, pinned: list[BackendSpec] | None

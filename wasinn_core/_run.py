@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import final
 
 import wasmtime
 
+from ._config import Limits
 from ._host import Host
 
 __all__ = ["EXIT_TRAP", "RunSpec", "run_command"]
@@ -54,9 +56,15 @@ def run_command(host: Host, spec: RunSpec) -> int:
 
     The guest's own exit code is returned as is; a trap prints its message on
     stderr and gives :data:`EXIT_TRAP`. Raises :class:`GuestError` when the
-    module cannot be loaded or instantiated.
+    module cannot be loaded or instantiated. The guest limits of the host's
+    config apply: ``guest_timeout_s`` (epoch interruption: it stops wasm code,
+    not a host call already running), ``guest_fuel`` and ``guest_memory_bytes``.
     """
-    engine = wasmtime.Engine()
+    limits = host.config.limits
+    config = wasmtime.Config()
+    config.epoch_interruption = limits.guest_timeout_s is not None
+    config.consume_fuel = limits.guest_fuel is not None
+    engine = wasmtime.Engine(config)
     try:
         module = wasmtime.Module.from_file(engine, os.fspath(spec.module))
     except (OSError, wasmtime.WasmtimeError) as exc:
@@ -64,6 +72,10 @@ def run_command(host: Host, spec: RunSpec) -> int:
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
     store = wasmtime.Store(engine)
+    if limits.guest_fuel is not None:
+        store.set_fuel(limits.guest_fuel)
+    if limits.guest_memory_bytes is not None:
+        store.set_limits(memory_size=limits.guest_memory_bytes)
     wasi = wasmtime.WasiConfig()
     wasi.argv = [spec.argv0 or spec.module.name, *spec.args]
     wasi.env = [list(kv) for kv in spec.env]
@@ -92,19 +104,38 @@ def run_command(host: Host, spec: RunSpec) -> int:
         start = exports.get("_start")
         if not isinstance(start, wasmtime.Func):
             raise GuestError(f"{spec.module.name} exports no _start function: it is not a WASI command")
+        timer = None
+        if limits.guest_timeout_s is not None:
+            store.set_epoch_deadline(1)
+            timer = threading.Timer(limits.guest_timeout_s, engine.increment_epoch)
+            timer.daemon = True
+            timer.start()
         try:
             start(store)
         except wasmtime.ExitTrap as exc:
             return exc.code
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             sys.stdout.flush()
-            message = f"wasinn: error: {spec.module.name} trapped: {exc}\n"
+            message = f"wasinn: error: {spec.module.name} trapped: {_why(exc, limits)}{exc}\n"
             if spec.stderr is None:
                 sys.stderr.write(message)
             else:
                 with open(spec.stderr, "a", encoding="utf-8") as f:
                     f.write(message)
             return EXIT_TRAP
+        finally:
+            if timer is not None:
+                timer.cancel()
         return 0
     finally:
         binding.session.close()
+
+
+def _why(exc: Exception, limits: Limits) -> str:
+    """A plain reason for the traps that limits cause."""
+    code = getattr(exc, "trap_code", None)
+    if code == wasmtime.TrapCode.INTERRUPT:
+        return f"it ran out of time (guest_timeout_s = {limits.guest_timeout_s:g}): "
+    if code == wasmtime.TrapCode.OUT_OF_FUEL:
+        return f"it ran out of fuel (guest_fuel = {limits.guest_fuel}): "
+    return ""

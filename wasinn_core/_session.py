@@ -4,6 +4,14 @@ A :class:`Session` is what one wasm instance (one store) sees. Handles start at
 0, grow monotonically and are never reused; a released handle is invalid for
 good. Every method raises a :class:`~wasinn_core.WasiNNError` subclass on
 failure, so each ABI front end is a thin decoder over this class.
+
+Errors: only :class:`~wasinn_core.WasiNNError` subclasses leave a session; an
+exception of a backend library becomes :class:`~wasinn_core.BackendError`
+(``runtime_error``) with the library's message, the original chained.
+
+Thread safety: the handle tables are guarded by one lock, held only while they
+change (never during a backend call); each context has its own non-blocking
+lock, so a second call on a context that is in use gets ``busy`` at once.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._backend import ExecutionContext, TensorKey
 from ._config import Limits
-from ._errors import Busy, InvalidArgument, TooLarge
+from ._detect import onnx_external_data
+from ._errors import BackendError, Busy, InvalidArgument, TooLarge, UnsupportedOperation, WasiNNError
 from ._registry import GraphInfo, LoadedGraph
 from ._types import ExecutionTarget, GraphEncoding, Tensor
 
@@ -37,8 +46,10 @@ _MAX_HANDLE = 0xFFFF_FFFF
 class _GraphEntry:
     loaded: LoadedGraph
     shared: bool
+    held: int = 0  # host bytes charged to the instance (guest-loaded model bytes)
     contexts: int = 0
     unloaded: bool = False
+    closed: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -46,6 +57,33 @@ class _ContextEntry:
     context: ExecutionContext
     graph: _GraphEntry
     lock: threading.Lock = field(default_factory=threading.Lock)
+    inputs: dict[TensorKey, int] = field(default_factory=dict)  # input bytes held, per key
+
+
+def _refuse_external_data(builders: Sequence[memoryview]) -> None:
+    """A guest's ONNX model may not name external-data files: the library would read host files for it."""
+    for builder in builders:
+        try:
+            locations = onnx_external_data(builder)
+        except ValueError as exc:
+            raise InvalidArgument(f"not a well-formed ONNX model: {exc}") from None
+        if locations:
+            shown = ", ".join(repr(x) for x in locations[:3])
+            raise InvalidArgument(
+                f"the ONNX model references external data ({shown}); a guest may not make the host read files: "
+                "embed the weights in the model, or configure it as a named model"
+            )
+
+
+@contextmanager
+def _library_errors() -> Iterator[None]:
+    """Let wasinn errors through; report anything else a library raised as ``runtime_error``."""
+    try:
+        yield
+    except WasiNNError:
+        raise
+    except Exception as exc:
+        raise BackendError(f"{type(exc).__name__}: {exc}") from exc
 
 
 class Session:
@@ -58,7 +96,10 @@ class Session:
         self._contexts: dict[int, _ContextEntry] = {}
         self._next_graph = 0
         self._next_context = 0
+        self._pending_graphs = 0
+        self._held = 0
         self._closed = False
+        self._lock = threading.RLock()
 
     # -- handles -----------------------------------------------------------
 
@@ -77,40 +118,78 @@ class Session:
         return entry
 
     @contextmanager
-    def _using(self, handle: int) -> Iterator[ExecutionContext]:
+    def _using(self, handle: int) -> Iterator[_ContextEntry]:
         entry = self._context(handle)
         if not entry.lock.acquire(blocking=False):
             raise Busy(f"execution context {handle} is in use by another call")
         try:
-            yield entry.context
+            with _library_errors():
+                yield entry
         finally:
             entry.lock.release()
 
-    def _add_graph(self, loaded: LoadedGraph, shared: bool) -> int:
-        if self._next_graph > _MAX_HANDLE:
-            raise Busy("graph handle space exhausted")
-        handle = self._next_graph
-        self._next_graph += 1
-        self._graphs[handle] = _GraphEntry(loaded, shared)
-        return handle
+    @contextmanager
+    def _graph_slot(self, held: int) -> Iterator[None]:
+        """Reserve room for one more graph (and ``held`` host bytes) while it loads."""
+        with self._lock:
+            self._check_open()
+            limit = self.limits.max_graphs
+            live = len(self._graphs) + self._pending_graphs
+            if limit is not None and live >= limit:
+                raise Busy(f"graph limit reached: {live} live graphs (max_graphs = {limit})")
+            if self._next_graph + self._pending_graphs > _MAX_HANDLE:
+                raise Busy("graph handle space exhausted")
+            self._charge(held, "a model of")
+            self._pending_graphs += 1
+        try:
+            with _library_errors():
+                yield
+        except BaseException:
+            with self._lock:
+                self._held -= held
+            raise
+        finally:
+            with self._lock:
+                self._pending_graphs -= 1
 
-    def _check_graph_limit(self) -> None:
-        limit = self.limits.max_graphs
-        if limit is not None and len(self._graphs) >= limit:
-            raise Busy(f"graph limit reached: {len(self._graphs)} live graphs (max_graphs = {limit})")
+    def _charge(self, nbytes: int, what: str) -> None:
+        """Account ``nbytes`` more host memory to the instance (call with the lock held)."""
+        limit = self.limits.max_host_memory_bytes
+        if limit is not None and self._held + nbytes > limit:
+            raise TooLarge(
+                f"{what} {nbytes} bytes would make this instance hold {self._held + nbytes} bytes of host "
+                f"memory, over the limit of {limit} (max_host_memory_bytes)"
+            )
+        self._held += nbytes
+
+    def _add_graph(self, loaded: LoadedGraph, shared: bool, held: int) -> int:
+        with self._lock:
+            handle = self._next_graph
+            self._next_graph += 1
+            self._graphs[handle] = _GraphEntry(loaded, shared, held)
+            return handle
 
     # -- graphs --------------------------------------------------------------
 
     def load(self, builders: Sequence[memoryview], encoding: GraphEncoding, target: ExecutionTarget) -> int:
         """Load a graph from guest bytes; returns its handle."""
-        self._check_open()
-        self._check_graph_limit()
         total = sum(len(b) for b in builders)
         limit = self.limits.max_model_bytes
         if limit is not None and total > limit:
             raise TooLarge(f"model is {total} bytes, over the limit of {limit} (max_model_bytes)")
-        loaded = self.host.registry.load(builders, encoding, (target,))
-        return self._add_graph(loaded, shared=False)
+        registry = self.host.registry
+        encoding = registry.resolve_encoding(builders, encoding)
+        allowed = self.host.config.guest_load
+        if allowed is not None and encoding not in allowed:
+            raise UnsupportedOperation(
+                f"guest-supplied {encoding.value} models are disabled by policy.guest_load; "
+                "ask the host for a named model (load_by_name)"
+            )
+        if encoding is GraphEncoding.ONNX:
+            _refuse_external_data(builders)
+        with self._graph_slot(total):
+            loaded = registry.load(builders, encoding, (target,), timeout=self.limits.load_timeout_s)
+            return self._add_graph(loaded, shared=False, held=total)
 
     def load_by_name(self, name: str, config: bytes | None = None) -> int:
         """Load a named model (shared by every instance of the host); returns its handle.
@@ -118,11 +197,10 @@ class Session:
         ``config`` is the JSON of ``load_by_name_with_config``: an object whose
         keys must be among the model's ``guest_options``.
         """
-        self._check_open()
-        self._check_graph_limit()
         options = self._guest_options(name, config)
-        loaded = self.host.named_graph(name, options)
-        return self._add_graph(loaded, shared=True)
+        with self._graph_slot(0):
+            loaded = self.host.named_graph(name, options)
+            return self._add_graph(loaded, shared=True, held=0)
 
     def _guest_options(self, name: str, config: bytes | None) -> dict[str, Any]:
         if not config:
@@ -137,13 +215,19 @@ class Session:
 
     def unload(self, graph: int) -> None:
         """Release a graph handle. Its contexts stay usable until finalized."""
-        entry = self._graph(graph)
-        del self._graphs[graph]
-        entry.unloaded = True
+        with self._lock:
+            entry = self._graph(graph)
+            del self._graphs[graph]
+            entry.unloaded = True
         self._maybe_close_graph(entry)
 
     def _maybe_close_graph(self, entry: _GraphEntry) -> None:
-        if entry.unloaded and entry.contexts == 0 and not entry.shared:
+        with self._lock:
+            if not (entry.unloaded and entry.contexts == 0) or entry.closed:
+                return
+            self._held -= entry.held
+            entry.closed = True
+        if not entry.shared:
             entry.loaded.graph.close()
 
     def graph_info(self, graph: int) -> GraphInfo:
@@ -154,31 +238,35 @@ class Session:
 
     def init_execution_context(self, graph: int) -> int:
         """A new execution context of ``graph``; returns its handle."""
-        self._check_open()
-        entry = self._graph(graph)
-        limit = self.limits.max_contexts
-        if limit is not None and len(self._contexts) >= limit:
-            raise Busy(f"context limit reached: {len(self._contexts)} live contexts (max_contexts = {limit})")
-        if self._next_context > _MAX_HANDLE:
-            raise Busy("execution context handle space exhausted")
-        context = entry.loaded.graph.init_execution_context()
-        handle = self._next_context
-        self._next_context += 1
-        self._contexts[handle] = _ContextEntry(context, entry)
-        entry.contexts += 1
-        return handle
+        with self._lock:
+            self._check_open()
+            entry = self._graph(graph)
+            limit = self.limits.max_contexts
+            if limit is not None and len(self._contexts) >= limit:
+                raise Busy(f"context limit reached: {len(self._contexts)} live contexts (max_contexts = {limit})")
+            if self._next_context > _MAX_HANDLE:
+                raise Busy("execution context handle space exhausted")
+            entry.contexts += 1  # keeps the graph alive while its context is made
+        try:
+            context = entry.loaded.graph.init_execution_context()
+        except BaseException:
+            with self._lock:
+                entry.contexts -= 1
+            raise
+        with self._lock:
+            handle = self._next_context
+            self._next_context += 1
+            self._contexts[handle] = _ContextEntry(context, entry)
+            return handle
 
     def finalize_execution_context(self, ctx: int) -> None:
         """Release a context and everything it holds."""
-        entry = self._context(ctx)
-        if not entry.lock.acquire(blocking=False):
-            raise Busy(f"execution context {ctx} is in use by another call")
-        try:
+        with self._using(ctx) as entry, self._lock:
             del self._contexts[ctx]
-            entry.context.close()
-        finally:
-            entry.lock.release()
-        entry.graph.contexts -= 1
+            self._held -= sum(entry.inputs.values())
+        entry.context.close()
+        with self._lock:
+            entry.graph.contexts -= 1
         self._maybe_close_graph(entry.graph)
 
     def set_input(self, ctx: int, key: TensorKey, tensor: Tensor) -> None:
@@ -190,8 +278,31 @@ class Session:
                 f"(dimensions {list(tensor.dimensions)} × {tensor.type.value})"
             )
         self._check_tensor_size(expected, "input")
-        with self._using(ctx) as context:
-            context.set_input(key, tensor)
+        # The hot path of every inference: no context managers, the session lock only when sizes change.
+        entry = self._context(ctx)
+        if not entry.lock.acquire(blocking=False):
+            raise Busy(f"execution context {ctx} is in use by another call")
+        try:
+            delta = expected - entry.inputs.get(key, 0)
+            if delta:
+                with self._lock:
+                    if delta > 0:
+                        self._charge(delta, "an input of")
+                    else:
+                        self._held += delta
+            try:
+                entry.context.set_input(key, tensor)
+            except BaseException as exc:
+                if delta:
+                    with self._lock:
+                        self._held -= delta
+                if isinstance(exc, WasiNNError) or not isinstance(exc, Exception):
+                    raise
+                raise BackendError(f"{type(exc).__name__}: {exc}") from exc
+            if delta:
+                entry.inputs[key] = expected
+        finally:
+            entry.lock.release()
 
     def _check_tensor_size(self, nbytes: int, what: str) -> None:
         limit = self.limits.max_tensor_bytes
@@ -200,18 +311,39 @@ class Session:
 
     def compute(self, ctx: int) -> None:
         """Run inference on a context."""
-        with self._using(ctx) as context:
-            context.compute()
+        entry = self._context(ctx)
+        if not entry.lock.acquire(blocking=False):
+            raise Busy(f"execution context {ctx} is in use by another call")
+        try:
+            entry.context.compute()
+        except WasiNNError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            entry.lock.release()
 
     def get_output(self, ctx: int, key: TensorKey) -> Tensor:
-        """An output of the last compute, checked for consistency and size."""
-        with self._using(ctx) as context:
-            tensor = context.get_output(key)
+        """An output of the last compute, checked for consistency and size.
+
+        Its data is valid until the next ``compute`` on the context (backends may reuse buffers).
+        """
+        entry = self._context(ctx)
+        if not entry.lock.acquire(blocking=False):
+            raise Busy(f"execution context {ctx} is in use by another call")
+        try:
+            tensor = entry.context.get_output(key)
+        except WasiNNError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            entry.lock.release()
         self._check_output(tensor)
         return tensor
 
     def _check_output(self, tensor: Tensor) -> None:
-        if tensor.data.nbytes != tensor.nbytes:
+        if tensor.data.nbytes != math.prod(tensor.dimensions) * tensor.type.itemsize:
             raise InvalidArgument(
                 f"backend returned {tensor.data.nbytes} bytes for an output of "
                 f"{list(tensor.dimensions)} × {tensor.type.value}"
@@ -220,20 +352,20 @@ class Session:
 
     def compute_single(self, ctx: int) -> None:
         """One streaming step (WasmEdge extension)."""
-        with self._using(ctx) as context:
-            context.compute_single()
+        with self._using(ctx) as entry:
+            entry.context.compute_single()
 
     def get_output_single(self, ctx: int, key: TensorKey) -> Tensor:
         """Output of the last streaming step (WasmEdge extension)."""
-        with self._using(ctx) as context:
-            tensor = context.get_output_single(key)
+        with self._using(ctx) as entry:
+            tensor = entry.context.get_output_single(key)
         self._check_output(tensor)
         return tensor
 
     def fini_single(self, ctx: int) -> None:
         """Reset the streaming state (WasmEdge extension)."""
-        with self._using(ctx) as context:
-            context.fini_single()
+        with self._using(ctx) as entry:
+            entry.context.fini_single()
 
     # -- lifetime ------------------------------------------------------------
 
@@ -247,30 +379,39 @@ class Session:
         """Number of live execution contexts."""
         return len(self._contexts)
 
+    @property
+    def held_bytes(self) -> int:
+        """Host memory charged to this instance (guest-loaded models and live inputs)."""
+        return self._held
+
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidArgument("this wasi-nn session is closed")
 
     def close(self) -> None:
         """Release every context and graph (called when the store goes away)."""
-        if self._closed:
-            return
-        self._closed = True
-        for handle in list(self._contexts):
-            entry = self._contexts.pop(handle)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            contexts, self._contexts = list(self._contexts.values()), {}
+            graphs, self._graphs = list(self._graphs.values()), {}
+        for entry in contexts:
             entry.context.close()
-            entry.graph.contexts -= 1
+            with self._lock:
+                self._held -= sum(entry.inputs.values())
+                entry.graph.contexts -= 1
             self._maybe_close_graph(entry.graph)
-        for handle in list(self._graphs):
-            entry_g = self._graphs.pop(handle)
-            entry_g.unloaded = True
-            self._maybe_close_graph(entry_g)
+        for graph in graphs:
+            graph.unloaded = True
+            self._maybe_close_graph(graph)
 
     def describe(self) -> Mapping[str, int]:
-        """Counts for diagnostics: live graphs and contexts, handles issued."""
+        """Counts for diagnostics: live graphs and contexts, handles issued, host bytes held."""
         return {
             "live_graphs": len(self._graphs),
             "live_contexts": len(self._contexts),
             "graph_handles_issued": self._next_graph,
             "context_handles_issued": self._next_context,
+            "held_bytes": self._held,
         }

@@ -17,7 +17,6 @@ import logging
 import math
 import struct
 import traceback
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +35,6 @@ __all__ = [
     "WITX_TARGETS",
     "WITX_TENSOR_TYPES",
     "WitxBinding",
-    "add_to_linker",
 ]
 
 log = logging.getLogger("wasinn.abi")
@@ -78,6 +76,7 @@ WITX_ENCODINGS: dict[int, GraphEncoding] = {
 WITX_TARGETS: dict[int, ExecutionTarget] = {0: ExecutionTarget.CPU, 1: ExecutionTarget.GPU, 2: ExecutionTarget.TPU}
 
 _TENSOR = struct.Struct("<IIBxxxII")
+_U32 = struct.Struct("<I")
 _BUILDER = struct.Struct("<II")
 MAX_RANK = 64
 MAX_BUILDERS = 64
@@ -106,19 +105,28 @@ class WitxBinding:
     def __init__(self, session: Session, memory: GuestMemory | None = None) -> None:
         self.session = session
         self.memory = memory or GuestMemory()
+        # decoded tensor records, keyed by their bytes and their dimensions' bytes: a guest that calls
+        # set_input in a loop with the same record skips decoding (the data is read afresh every time)
+        self._tensors: dict[tuple[bytes, bytes], Tensor] = {}
+        self._tensors_generation = -1
+        #: how the functions are linked: "fast" (unchecked C callbacks) or "public"
+        self.path = "public"
 
     def bind_memory(self, memory: wasmtime.Memory) -> None:
         """Bind the instance's exported memory (skips a lookup on every call)."""
         self.memory.bind(memory)
 
     def host_function(self, name: str) -> Callable[..., int]:
-        """The errno-returning host function ``name``, taking ``(caller, *i32)``."""
+        """The errno-returning host function ``name``, taking ``(caller, *u32)``.
+
+        Arguments must already be unsigned (``i32 & 0xFFFFFFFF``); see :func:`add_to_linker`.
+        """
         impl: Callable[..., None] = getattr(self, f"_{name}")
         params = _SIGNATURES[name]
 
         def host(caller: Any, *args: int) -> int:
             try:
-                impl(caller, *(a & _U32_MASK for a in args))
+                impl(caller, *args)
                 return 0
             except WasiNNError as exc:
                 self._log(name, params, args, exc.code, exc.message)
@@ -207,17 +215,34 @@ class WitxBinding:
     def _set_input(self, caller: Any, ctx: int, index: int, tensor_ptr: int) -> None:
         view = self.memory.view(caller)
         check_span(view, tensor_ptr, _TENSOR.size, "tensor record")
-        dims_ptr, rank, type_code, data_ptr, data_len = _TENSOR.unpack_from(view.data, tensor_ptr)
+        record = view[tensor_ptr : tensor_ptr + _TENSOR.size].tobytes()
+        dims_ptr, rank, type_code, data_ptr, data_len = _TENSOR.unpack(record)
+        if rank > MAX_RANK:
+            raise InvalidArgument(f"tensor rank {rank} is over {MAX_RANK}")
+        check_span(view, dims_ptr, 4 * rank, "tensor dimensions")
+        key = (record, view[dims_ptr : dims_ptr + 4 * rank].tobytes())
+        if self._tensors_generation != self.memory.generation:
+            self._tensors.clear()  # the memory grew or moved: cached views are stale
+            self._tensors_generation = self.memory.generation
+        tensor = self._tensors.get(key)
+        if tensor is None:
+            tensor = self._decode_tensor(view, type_code, key[1], data_ptr, data_len)
+            if len(self._tensors) >= 64:
+                self._tensors.clear()
+            self._tensors[key] = tensor
+        self.session.set_input(ctx, index, tensor)
+
+    @staticmethod
+    def _decode_tensor(
+        view: np.ndarray[Any, Any], type_code: int, dims_raw: bytes, data_ptr: int, data_len: int
+    ) -> Tensor:
         ttype = WITX_TENSOR_TYPES.get(type_code)
         if ttype is None:
             raise InvalidArgument(
                 f"unknown tensor type code {type_code}; known: "
                 + ", ".join(f"{c}={t.value}" for c, t in WITX_TENSOR_TYPES.items())
             )
-        if rank > MAX_RANK:
-            raise InvalidArgument(f"tensor rank {rank} is over {MAX_RANK}")
-        check_span(view, dims_ptr, 4 * rank, "tensor dimensions")
-        dims = struct.unpack_from(f"<{rank}I", view.data, dims_ptr)
+        dims = struct.unpack(f"<{len(dims_raw) // 4}I", dims_raw)
         check_span(view, data_ptr, data_len, "tensor data")
         expected = math.prod(dims) * ttype.itemsize
         if data_len != expected:
@@ -225,7 +250,7 @@ class WitxBinding:
                 f"data length {data_len} != {expected} bytes (dimensions {list(dims)} × {ttype.value})"
             )
         data = view[data_ptr : data_ptr + data_len].view(ttype.numpy_dtype).reshape(dims)
-        self.session.set_input(ctx, index, Tensor(dims, ttype, data))
+        return Tensor(dims, ttype, data)
 
     def _compute(self, caller: Any, ctx: int) -> None:
         self.session.compute(ctx)
@@ -237,12 +262,14 @@ class WitxBinding:
         check_span(view, written, 4, "bytes_written out-pointer")
         check_span(view, out_ptr, out_max, "output buffer")
         tensor = tensor_of()
-        nbytes = tensor.nbytes
-        write_u32(view, written, nbytes, "bytes_written out-pointer")
+        data = tensor.data  # the session checked that its size matches the tensor's dimensions and type
+        nbytes = data.nbytes
+        _U32.pack_into(view.data, written, nbytes)
         if nbytes > out_max:
             raise TooLarge(f"output is {nbytes} bytes but the buffer holds {out_max}", required=nbytes)
-        data = np.ascontiguousarray(tensor.data, dtype=tensor.type.numpy_dtype)
-        view[out_ptr : out_ptr + nbytes] = data.reshape(-1).view(np.uint8)
+        if not data.flags.c_contiguous or data.dtype.byteorder == ">":
+            data = np.ascontiguousarray(data, dtype=tensor.type.numpy_dtype)
+        view[out_ptr : out_ptr + nbytes] = data.reshape(-1).view(np.uint8)  # the one copy out
 
     def _get_output(self, caller: Any, ctx: int, index: int, out_ptr: int, out_max: int, written: int) -> None:
         self._write_output(caller, lambda: self.session.get_output(ctx, index), out_ptr, out_max, written)
@@ -255,29 +282,3 @@ class WitxBinding:
 
     def _fini_single(self, caller: Any, ctx: int) -> None:
         self.session.fini_single(ctx)
-
-
-def add_to_linker(
-    linker: wasmtime.Linker,
-    store: wasmtime.Store,
-    session: Session,
-    memory: wasmtime.Memory | None = None,
-    *,
-    binding_class: type[WitxBinding] = WitxBinding,
-) -> WitxBinding:
-    """Define every ``wasi_ephemeral_nn`` function in ``linker`` for ``store``.
-
-    The functions are bound to ``store`` (use this linker with this store).
-    ``session`` is released when the store is garbage-collected; call
-    ``session.close()`` to release it earlier. ``binding_class`` substitutes a
-    subclass of :class:`WitxBinding` (the conformance suite uses it to build
-    deliberately broken hosts).
-    """
-    binding = binding_class(session, GuestMemory(memory))
-    i32 = wasmtime.ValType.i32()
-    for name, params in _SIGNATURES.items():
-        ty = wasmtime.FuncType([i32] * len(params), [i32])
-        func = wasmtime.Func(store, ty, binding.host_function(name), access_caller=True)
-        linker.define(store, MODULE, name, func)
-    weakref.finalize(store, session.close)
-    return binding

@@ -26,9 +26,10 @@ from ._backend import BackendSpec
 from ._config import Limits
 from ._hookspecs import hookimpl
 from ._host import Host
+from ._linking import add_to_linker
 from ._plugins import PluginManager
 from ._run import RunSpec, run_command
-from ._witx import _SIGNATURES, MODULE, WitxBinding, add_to_linker
+from ._witx import _SIGNATURES, MODULE, WitxBinding
 
 __all__ = ["ForwardingGuest", "GuestRun", "forwarding_wat", "registered", "run_guest"]
 

@@ -40,12 +40,14 @@ OPTIONS = (
         ["CUDAExecutionProvider"],
         "execution providers for target gpu, tried in order (e.g. TensorrtExecutionProvider, "
         "ROCMExecutionProvider, DmlExecutionProvider, CoreMLExecutionProvider)",
+        guest=False,
     ),
     OptionSpec(
         "tpu_providers",
         list,
         [],
         "execution providers for target tpu (e.g. QNNExecutionProvider, OpenVINOExecutionProvider)",
+        guest=False,
     ),
     OptionSpec("device_id", int, 0, "accelerator index passed to the gpu/tpu provider as device_id"),
     OptionSpec(
@@ -53,6 +55,7 @@ OPTIONS = (
         dict,
         {},
         'extra options per provider name, e.g. {CUDAExecutionProvider = {cudnn_conv_algo_search = "HEURISTIC"}}',
+        guest=False,
     ),
     OptionSpec(
         "allow_cpu_nodes",

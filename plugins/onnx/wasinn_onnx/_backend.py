@@ -41,6 +41,8 @@ ORT_TYPES: dict[str, TensorType] = {
     "tensor(int64)": TensorType.I64,
 }
 
+NUMPY_TYPES: dict[np.dtype[Any], TensorType] = {t.numpy_dtype: t for t in TensorType if t is not TensorType.BF16}
+
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -126,14 +128,51 @@ class OnnxGraph(Graph):
 
 
 class OnnxContext(ExecutionContext):
-    """Feeds copied once from the guest into reused buffers; outputs replaced on every compute."""
+    """One inference state, on ONNX Runtime's IOBinding.
+
+    Inputs are copied once from the guest into buffers bound to ORT. Outputs are written by ORT straight into
+    buffers this context owns and reuses while the input shapes stay the same, so a steady-state inference
+    allocates nothing; the first run with new input shapes lets ORT allocate and learns the output shapes.
+    An output is valid until the next ``compute``.
+    """
 
     def __init__(self, graph: OnnxGraph) -> None:
         self._graph = graph
+        self._io = graph.session.io_binding()
+        # ORT's Python wrapper re-validates every call; its C++ binding does the same work without that
+        # (measured: 3.3 → 2.3 µs a run on a tiny model). Fall back where the private names are absent.
+        inner, binding = getattr(graph.session, "_sess", None), getattr(self._io, "_iobinding", None)
+        if inner is not None and binding is not None and hasattr(inner, "run_with_iobinding"):
+            self._run = lambda: inner.run_with_iobinding(binding, None)
+        else:  # pragma: no cover - other onnxruntime versions
+            self._run = lambda: graph.session.run_with_iobinding(self._io)
         self._feeds: dict[str, np.ndarray[Any, Any]] = {}
-        self._outputs: list[Any] | None = None
+        self._checked: dict[tuple[TensorKey, TensorType, tuple[int, ...]], _IO] = {}
+        # output tensors (over buffers ORT writes into), by the input shapes they go with
+        self._out_buffers: dict[tuple[tuple[int, ...], ...], list[Tensor]] = {}
+        self._bound: tuple[tuple[int, ...], ...] | None = None
+        self._results: list[Tensor] | None = None
+        self._signature: tuple[tuple[int, ...], ...] = ()  # the input shapes, kept by set_input
+        self._plain = any(not io.ort_type.startswith("tensor(") for io in graph.outputs)
 
     def set_input(self, key: TensorKey, tensor: Tensor) -> None:
+        check = (key, tensor.type, tensor.dimensions)
+        meta = self._checked.get(check)
+        if meta is None:
+            meta = self._validate(key, tensor)
+            if len(self._checked) >= 64:
+                self._checked.clear()
+            self._checked[check] = meta
+        buf = self._feeds.get(meta.name)
+        if buf is None or buf.shape != tensor.dimensions:
+            buf = np.empty(tensor.dimensions, tensor.type.numpy_dtype)
+            self._feeds[meta.name] = buf
+            self._io.bind_cpu_input(meta.name, buf)
+            self._bound = None  # input shapes changed: the outputs are rebound at compute
+            self._signature = tuple(self._feeds[io.name].shape for io in self._graph.inputs if io.name in self._feeds)
+        np.copyto(buf, tensor.data)  # the one copy in
+
+    def _validate(self, key: TensorKey, tensor: Tensor) -> _IO:
         meta = self._graph.lookup(self._graph.inputs, key, "input")
         want = meta.tensor_type
         if want is None:
@@ -148,42 +187,75 @@ class OnnxContext(ExecutionContext):
         ):
             shape = "x".join("?" if d is None else str(d) for d in meta.shape)
             raise InvalidArgument(f"input {meta.name!r} expects shape {shape}, got {'x'.join(map(str, dims))}")
-        buf = self._feeds.get(meta.name)
-        if buf is None or buf.shape != dims:
-            buf = np.empty(dims, want.numpy_dtype)
-            self._feeds[meta.name] = buf
-        np.copyto(buf, tensor.data)
+        return meta
 
     def compute(self) -> None:
-        missing = [io.name for io in self._graph.inputs if io.name not in self._feeds]
-        if missing:
+        graph = self._graph
+        if len(self._feeds) < len(graph.inputs):
+            missing = [io.name for io in graph.inputs if io.name not in self._feeds]
             raise InvalidArgument(f"inputs not set: {', '.join(missing)}")
-        self._outputs = None
-        self._outputs = self._graph.session.run(None, self._feeds)
+        self._results = None
+        if self._plain:  # sequences or maps among the outputs: IOBinding cannot hold them
+            values = graph.session.run(None, self._feeds)
+            self._results = [self._tensor(io, v) for io, v in zip(graph.outputs, values, strict=True)]
+            return
+        signature = self._signature
+        outputs = self._out_buffers.get(signature)
+        if outputs is not None:
+            if self._bound != signature:
+                self._bind_outputs(outputs)
+                self._bound = signature
+            try:
+                self._run()
+                self._results = outputs
+                return
+            except Exception:  # an output whose shape depends on the data: let ORT allocate instead
+                del self._out_buffers[signature]
+        self._io.clear_binding_outputs()
+        for io in graph.outputs:
+            self._io.bind_output(io.name, "cpu")
+        self._bound = None
+        graph.session.run_with_iobinding(self._io)
+        values = self._io.copy_outputs_to_cpu()
+        self._results = [self._tensor(io, v) for io, v in zip(graph.outputs, values, strict=True)]
+        # ORT writes into these from the next run with the same input shapes on
+        self._out_buffers[signature] = [
+            self._tensor(io, np.empty_like(v)) for io, v in zip(graph.outputs, values, strict=True)
+        ]
 
-    def get_output(self, key: TensorKey) -> Tensor:
-        if self._outputs is None:
-            raise InvalidArgument("no outputs: compute has not run on this context")
-        meta = self._graph.lookup(self._graph.outputs, key, "output")
-        value = self._outputs[meta.index]
+    def _bind_outputs(self, outputs: list[Tensor]) -> None:
+        self._io.clear_binding_outputs()
+        for io, out in zip(self._graph.outputs, outputs, strict=True):
+            buf = out.data
+            dtype = np.bool_ if io.ort_type == "tensor(bool)" else buf.dtype  # bool outputs are shown as u8
+            self._io.bind_output(io.name, "cpu", 0, dtype, list(buf.shape), buf.ctypes.data)
+
+    @staticmethod
+    def _tensor(meta: _IO, value: Any) -> Tensor:
         if not isinstance(value, np.ndarray):
             raise _BackendError(f"output {meta.name!r} is a {meta.ort_type}, not a tensor")
         if value.dtype == np.bool_:
             value = value.view(np.uint8)
-        try:
-            ttype = TensorType.from_numpy(value.dtype)
-        except ValueError:
-            raise _BackendError(
-                f"output {meta.name!r} has type {meta.ort_type}, which wasi-nn cannot express"
-            ) from None
-        return Tensor(tuple(int(d) for d in value.shape), ttype, value)
+        ttype = NUMPY_TYPES.get(value.dtype)
+        if ttype is None:
+            raise _BackendError(f"output {meta.name!r} has type {meta.ort_type}, which wasi-nn cannot express")
+        return Tensor(value.shape, ttype, value)
+
+    def get_output(self, key: TensorKey) -> Tensor:
+        results = self._results
+        if results is None:
+            raise InvalidArgument("no outputs: compute has not run on this context")
+        if type(key) is int and 0 <= key < len(results):
+            return results[key]
+        return results[self._graph.lookup(self._graph.outputs, key, "output").index]
 
     def output_names(self) -> Sequence[str]:
         return [io.name for io in self._graph.outputs]
 
     def close(self) -> None:
         self._feeds.clear()
-        self._outputs = None
+        self._out_buffers.clear()
+        self._results = None
 
 
 class OnnxBackend(Backend):

@@ -42,8 +42,8 @@ OPTIONS = (
     ),
     OptionSpec("num_streams", int, 0, "NUM_STREAMS (0: the device's default)"),
     OptionSpec("inference_num_threads", int, 0, "INFERENCE_NUM_THREADS (0: the device's default)"),
-    OptionSpec("cache_dir", str, "", "CACHE_DIR for compiled models (empty: no cache, nothing written)"),
-    OptionSpec("config", dict, {}, "any other OpenVINO properties, passed to compile_model as is"),
+    OptionSpec("cache_dir", str, "", "CACHE_DIR for compiled models (empty: no cache, nothing written)", guest=False),
+    OptionSpec("config", dict, {}, "any other OpenVINO properties, passed to compile_model as is", guest=False),
 )
 
 

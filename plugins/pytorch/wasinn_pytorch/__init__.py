@@ -34,7 +34,9 @@ OPTIONS = (
         "what target gpu means: auto (CUDA, else MPS), cuda, or mps",
         choices=("auto", "cuda", "mps"),
     ),
-    OptionSpec("num_threads", int, 0, "torch.set_num_threads at load (process-wide; 0 keeps torch's default)"),
+    OptionSpec(
+        "num_threads", int, 0, "torch.set_num_threads at load (process-wide; 0 keeps torch's default)", guest=False
+    ),
     OptionSpec(
         "format",
         str,

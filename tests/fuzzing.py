@@ -1,0 +1,297 @@
+"""Hostile-guest fuzzing of wasi_ephemeral_nn through a real wasm guest.
+
+A :class:`FuzzTarget` is a forwarding wasm module (its exports pass their arguments straight to the
+imports) whose memory holds valid structures seeded from real calls: a model, a builder array, a tensor
+record, names, live graph and context handles. Each fuzzed call draws every argument from those seeds,
+from edge values (0, the end of memory, 0xFFFFFFFF, ...) or at random, after scribbling random bytes over
+the structures. After every call the harness checks that the errno is one the ABI defines, that no byte
+outside the spans the call may write changed (the whole memory is compared), and the host's bookkeeping.
+
+    python -m tests.fuzzing --calls 1000000 --seed 1     # the long run (`make fuzz`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from wasinn_core import Config, ExecutionTarget, GraphEncoding, Host, Limits, PluginManager, Tensor, WasiNNError
+from wasinn_core.testing import ForwardingGuest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "examples" / "digits" / "model" / "digits.onnx"
+
+# parameter kinds of every function, in order
+SIGNATURES: dict[str, tuple[str, ...]] = {
+    "load": ("builders", "count", "encoding", "target", "out4"),
+    "load_by_name": ("name", "name_len", "out4"),
+    "load_by_name_with_config": ("name", "name_len", "config", "config_len", "out4"),
+    "unload": ("graph",),
+    "init_execution_context": ("graph", "out4"),
+    "finalize_execution_context": ("ctx",),
+    "set_input": ("ctx", "index", "tensor"),
+    "compute": ("ctx",),
+    "get_output": ("ctx", "index", "buffer", "buffer_len", "out4"),
+    "compute_single": ("ctx",),
+    "get_output_single": ("ctx", "index", "buffer", "buffer_len", "out4"),
+    "fini_single": ("ctx",),
+}
+WEIGHTS = {
+    "load": 2,
+    "load_by_name": 3,
+    "load_by_name_with_config": 2,
+    "unload": 3,
+    "init_execution_context": 5,
+    "finalize_execution_context": 3,
+    "set_input": 10,
+    "compute": 6,
+    "get_output": 10,
+    "compute_single": 1,
+    "get_output_single": 1,
+    "fini_single": 1,
+}
+EDGES = (0, 1, 2, 3, 4, 7, 8, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFC, 0xFFFF_FFFF)
+
+
+@dataclass
+class FuzzStats:
+    calls: int = 0
+    errnos: Counter[int] = field(default_factory=Counter)
+    functions: Counter[str] = field(default_factory=Counter)
+
+
+class FuzzTarget:
+    """A forwarding guest with seeded memory and handles, and the checks run after every call."""
+
+    def __init__(self, host: Host, pages: int = 4) -> None:
+        limits = Limits(
+            max_graphs=12,
+            max_contexts=24,
+            max_tensor_bytes=1 << 20,
+            max_model_bytes=1 << 20,
+            max_host_memory_bytes=8 << 20,
+        )
+        self.guest = g = ForwardingGuest(host, pages=pages, limits=limits)
+        model = MODEL.read_bytes()
+        self.model_ptr = g.alloc(model)
+        self.builders_ptr, _ = g.builders([model])
+        self.pixels = np.linspace(0, 1, 64, dtype=np.float32).reshape(1, 64)
+        self.tensor_ptr = g.tensor([1, 64], 1, self.pixels)
+        self.name_ptr, self.name_len = g.string("digits")
+        self.config_ptr, self.config_len = g.string("{}")
+        self.buffer_ptr = g.alloc(256)
+        self.out_ptr = g.alloc(16)
+        # the structures the fuzzer scribbles over (everything above the model bytes)
+        self.scratch = (self.builders_ptr, g._next)
+        self.pristine = g.read(self.scratch[0], self.scratch[1] - self.scratch[0])
+        self.graphs: list[int] = []
+        self.contexts: list[int] = []
+        self.last_graph = self.last_context = -1
+        # seeds from real, valid calls
+        for _ in range(2):
+            assert self.run("load", [self.builders_ptr, 1, 1, 0, self.out_ptr]) == 0
+            assert self.run("load_by_name", [self.name_ptr, self.name_len, self.out_ptr]) == 0
+        for graph in list(self.graphs):
+            assert self.run("init_execution_context", [graph, self.out_ptr]) == 0
+        ctx = self.contexts[0]
+        assert self.run("set_input", [ctx, 0, self.tensor_ptr]) == 0
+        assert self.run("compute", [ctx]) == 0
+        assert self.run("get_output", [ctx, 0, self.buffer_ptr, 256, self.out_ptr]) == 0
+
+    # -- the checks ---------------------------------------------------------------------------------------
+
+    def allowed(self, name: str, args: list[int]) -> list[tuple[int, int]]:
+        """The spans ``name`` may write: its out-pointers and output buffer."""
+        kinds = SIGNATURES[name]
+        spans = [(a, 4) for a, k in zip(args, kinds, strict=True) if k == "out4"]
+        if "buffer" in kinds:
+            spans.append((args[kinds.index("buffer")], args[kinds.index("buffer_len")]))
+        return spans
+
+    def run(self, name: str, args: list[int]) -> int:
+        memory = self.guest.memory
+        before = memory.copy()
+        errno = self.guest.call(name, *args)  # a Python exception escaping would raise here (a trap)
+        if not 0 <= errno <= 8:
+            raise AssertionError(f"{name}{tuple(args)} returned undefined errno {errno}")
+        changed = np.flatnonzero(before != self.guest.memory)
+        spans = self.allowed(name, args)
+        for index in changed:
+            if not any(p <= index < p + n for p, n in spans):
+                raise AssertionError(f"{name}{tuple(args)} wrote byte {index:#x} outside its spans {spans}")
+        if errno == 0:
+            self._track(name, args)
+        session = self.guest.session
+        if (
+            session.held_bytes < 0
+            or session.live_graphs != len(self.graphs)
+            or session.live_contexts != len(self.contexts)
+        ):
+            raise AssertionError(f"after {name}{tuple(args)}: bookkeeping drifted: {session.describe()}")
+        return errno
+
+    def _track(self, name: str, args: list[int]) -> None:
+        if name.startswith("load"):
+            handle = self.guest.u32(args[-1])
+            if handle <= self.last_graph:
+                raise AssertionError(f"graph handle {handle} after {self.last_graph}: not monotonic")
+            self.last_graph = handle
+            self.graphs.append(handle)
+        elif name == "init_execution_context":
+            handle = self.guest.u32(args[-1])
+            if handle <= self.last_context:
+                raise AssertionError(f"context handle {handle} after {self.last_context}: not monotonic")
+            self.last_context = handle
+            self.contexts.append(handle)
+        elif name == "unload":
+            self.graphs.remove(args[0])
+        elif name == "finalize_execution_context":
+            self.contexts.remove(args[0])
+
+    # -- the inputs -------------------------------------------------------------------------------------
+
+    def value(self, kind: str, rng: random.Random) -> int:
+        size = self.guest.size
+        roll = rng.random()
+        if roll < 0.15:
+            return rng.choice(EDGES)
+        if roll < 0.25:
+            return rng.randrange(1 << 32)
+        if roll < 0.35:
+            return rng.choice((size - 1, size - 2, size - 4, size - 8, size, size + 4, rng.randrange(size)))
+        if kind in ("graph", "ctx"):
+            live = self.graphs if kind == "graph" else self.contexts
+            released = max(0, (self.last_graph if kind == "graph" else self.last_context))
+            return rng.choice(live) if live and rng.random() < 0.8 else rng.randrange(released + 3)
+        seeds = {
+            "builders": self.builders_ptr,
+            "count": 1,
+            "encoding": rng.choice((1, 1, 1, 5, 0, 3, 6)),
+            "target": rng.choice((0, 0, 0, 1, 2)),
+            "out4": self.out_ptr,
+            "name": self.name_ptr,
+            "name_len": self.name_len,
+            "config": self.config_ptr,
+            "config_len": self.config_len,
+            "index": rng.choice((0, 0, 0, 1)),
+            "tensor": self.tensor_ptr,
+            "buffer": self.buffer_ptr,
+            "buffer_len": rng.choice((40, 256, 39, 0)),
+        }
+        return seeds[kind] + (rng.choice((-1, 1)) if rng.random() < 0.1 else 0)
+
+    def scribble(self, rng: random.Random) -> None:
+        """Restore the seeded structures, then sometimes overwrite some of their bytes."""
+        start, end = self.scratch
+        memory = self.guest.memory
+        memory[start:end] = np.frombuffer(self.pristine, np.uint8)
+        if rng.random() < 0.3:
+            for _ in range(rng.randint(1, 6)):
+                memory[rng.randrange(start, end)] = rng.randrange(256)
+
+    def step(self, rng: random.Random, stats: FuzzStats) -> None:
+        name = rng.choices(list(WEIGHTS), weights=list(WEIGHTS.values()))[0]
+        args = [self.value(kind, rng) & 0xFFFF_FFFF for kind in SIGNATURES[name]]
+        self.scribble(rng)
+        errno = self.run(name, args)
+        stats.calls += 1
+        stats.errnos[errno] += 1
+        stats.functions[name] += 1
+
+
+MODEL_FORMATS = {
+    "onnx": (GraphEncoding.ONNX, ["digits.onnx"]),
+    "torchscript": (GraphEncoding.PYTORCH, ["digits.pt"]),
+    "exported_program": (GraphEncoding.PYTORCH, ["digits.pt2"]),
+    "ir": (GraphEncoding.OPENVINO, ["digits.xml", "digits.bin"]),
+}
+
+
+def mutate(blob: bytes, rng: random.Random) -> bytes:
+    """A truncated, bit-flipped, overwritten, zeroed or entirely random version of ``blob``."""
+    data = bytearray(blob)
+    kind = rng.choice(["truncate", "flip", "bytes", "random", "zeros"])
+    if kind == "truncate":
+        return bytes(data[: rng.randrange(len(data))])
+    if kind == "random":
+        return rng.randbytes(rng.randint(0, 4096))
+    if kind == "zeros":
+        at = rng.randrange(len(data))
+        data[at : at + 256] = bytes(len(data[at : at + 256]))
+        return bytes(data)
+    for _ in range(rng.randint(1, 16)):
+        at = rng.randrange(len(data))
+        data[at] = data[at] ^ (1 << rng.randrange(8)) if kind == "flip" else rng.randrange(256)
+    return bytes(data)
+
+
+def fuzz_models(fmt: str, count: int, seed: int) -> Counter[str]:
+    """Load ``count`` mutations of the digits model in format ``fmt``; tally what happened."""
+    encoding, files = MODEL_FORMATS[fmt]
+    blobs = [(MODEL.parent / f).read_bytes() for f in files]
+    host = Host(Config.from_dict({"limits": {"load_timeout_s": 60}}), plugins=PluginManager(environ={}))
+    session = host.new_session()
+    rng = random.Random(f"{fmt}-{seed}")
+    outcomes: Counter[str] = Counter()
+    for _ in range(count):
+        builders = list(blobs)
+        which = rng.randrange(len(builders))
+        builders[which] = mutate(builders[which], rng)
+        try:
+            graph = session.load([memoryview(b) for b in builders], encoding, ExecutionTarget.CPU)
+            ctx = session.init_execution_context(graph)
+            try:
+                session.set_input(ctx, 0, Tensor.from_array(np.zeros((1, 64), np.float32)))
+                session.compute(ctx)
+                session.get_output(ctx, 0)
+                outcomes["ran"] += 1
+            except WasiNNError as exc:
+                outcomes[f"run: {exc.code.value}"] += 1
+            session.finalize_execution_context(ctx)
+            session.unload(graph)
+        except WasiNNError as exc:
+            outcomes[exc.code.value] += 1
+    session.close()
+    return outcomes
+
+
+def fuzz_host() -> Host:
+    config = Config.from_dict({"models": [{"name": "digits", "encoding": "onnx", "path": str(MODEL)}]})
+    return Host(config, plugins=PluginManager(environ={"WASINN_PLUGINS": "onnx"}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Fuzz wasi_ephemeral_nn through a real wasm guest.")
+    parser.add_argument("--calls", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--fresh-every", type=int, default=20_000, help="new guest after this many calls")
+    parser.add_argument("--models", type=int, default=0, help="also load this many mutated models per format")
+    args = parser.parse_args()
+    logging.getLogger("wasinn").setLevel(logging.CRITICAL)  # the expected errno log lines would dominate
+    rng = random.Random(args.seed)
+    host, stats, start = fuzz_host(), FuzzStats(), time.perf_counter()
+    target = FuzzTarget(host)
+    while stats.calls < args.calls:
+        if stats.calls and stats.calls % args.fresh_every == 0:
+            target = FuzzTarget(host)
+            print(f"{stats.calls} calls, {time.perf_counter() - start:.0f} s, errnos {dict(stats.errnos)}", flush=True)
+        target.step(rng, stats)
+    elapsed = time.perf_counter() - start
+    print(f"done: {stats.calls} host calls in {elapsed:.0f} s ({stats.calls / elapsed:.0f}/s), seed {args.seed}")
+    print(f"errnos: {dict(sorted(stats.errnos.items()))}")
+    print(f"functions: {dict(stats.functions)}")
+    for fmt in MODEL_FORMATS if args.models else ():
+        print(f"mutated {fmt} models: {args.models}: {dict(fuzz_models(fmt, args.models, args.seed))}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

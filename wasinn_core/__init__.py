@@ -52,10 +52,12 @@ from ._plugins import ENTRY_POINT_GROUP, PluginInfo, PluginManager
 from ._registry import GraphInfo, LoadedGraph, Registry
 from ._run import EXIT_TRAP, RunSpec, run_command
 from ._session import Session
+from ._stats import COPIES, HostStats, record_copy
 from ._types import ExecutionTarget, GraphEncoding, Tensor, TensorType
 from ._witx import WitxBinding
 
 __all__ = [
+    "COPIES",
     "ENTRY_POINT_GROUP",
     "EXIT_TRAP",
     "KNOWN_FEATURES",
@@ -76,6 +78,7 @@ __all__ = [
     "GraphEncoding",
     "GraphInfo",
     "Host",
+    "HostStats",
     "InvalidArgument",
     "InvalidEncoding",
     "Limits",
@@ -105,5 +108,6 @@ __all__ = [
     "parse_seconds",
     "parse_size",
     "read_model_files",
+    "record_copy",
     "run_command",
 ]

@@ -131,6 +131,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--fallback", choices=FALLBACKS, help="GPU/TPU fallback policy (default: strict)")
     run.add_argument("--argv0", help="argv[0] for the guest (default: the module's file name)")
+    run.add_argument("--stats", action="store_true",
+                     help="print computes, tensor bytes in and out, and bytes the host copied, on exit (stderr)")
     limits = run.add_argument_group("limits (override [limits] of the config)")
     for flag, metavar, text in [
         ("--max-model-bytes", "SIZE", "largest model a guest may load() (too_large)"),
@@ -244,6 +246,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         host.preload()
         return run_command(host, RunSpec(module, tuple(args.args), tuple(dirs), tuple(env), args.argv0))
     finally:
+        if args.stats:
+            print(f"wasinn: stats: {host.stats.describe()}", file=sys.stderr)
         host.close()
 
 

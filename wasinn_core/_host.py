@@ -14,6 +14,7 @@ from ._errors import BackendError, ConfigError, InvalidArgument, NotFound
 from ._plugins import PluginManager
 from ._registry import LoadedGraph, Registry
 from ._session import Session
+from ._stats import HostStats
 
 if TYPE_CHECKING:
     import wasmtime
@@ -83,6 +84,8 @@ class Host:
         self.plugins = plugins or PluginManager()
         self._registry = Registry(self.plugins.backends(), self.config, self.plugins)
         self._generation = self.plugins.generation
+        #: computes and tensor bytes in and out of every instance of this host
+        self.stats = HostStats()
         self._named: dict[tuple[str, str], LoadedGraph] = {}
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()

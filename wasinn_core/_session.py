@@ -301,6 +301,7 @@ class Session:
                 raise BackendError(f"{type(exc).__name__}: {exc}") from exc
             if delta:
                 entry.inputs[key] = expected
+            self.host.stats.bytes_in += expected
         finally:
             entry.lock.release()
 
@@ -316,6 +317,7 @@ class Session:
             raise Busy(f"execution context {ctx} is in use by another call")
         try:
             entry.context.compute()
+            self.host.stats.computes += 1
         except WasiNNError:
             raise
         except Exception as exc:

@@ -26,6 +26,7 @@ import wasmtime
 from ._errors import ErrorCode, InvalidArgument, InvalidEncoding, TooLarge, WasiNNError
 from ._memory import GuestMemory, check_span, write_u32
 from ._session import Session
+from ._stats import record_copy
 from ._types import ExecutionTarget, GraphEncoding, Tensor, TensorType
 
 __all__ = [
@@ -270,6 +271,8 @@ class WitxBinding:
         if not data.flags.c_contiguous or data.dtype.byteorder == ">":
             data = np.ascontiguousarray(data, dtype=tensor.type.numpy_dtype)
         view[out_ptr : out_ptr + nbytes] = data.reshape(-1).view(np.uint8)  # the one copy out
+        record_copy(nbytes)
+        self.session.host.stats.bytes_out += nbytes
 
     def _get_output(self, caller: Any, ctx: int, index: int, out_ptr: int, out_max: int, written: int) -> None:
         self._write_output(caller, lambda: self.session.get_output(ctx, index), out_ptr, out_max, written)

@@ -22,6 +22,7 @@ from wasinn_core import (
     TensorKey,
     TensorType,
     UnsupportedOperation,
+    record_copy,
 )
 from wasinn_core import BackendError as _BackendError
 
@@ -171,6 +172,7 @@ class OnnxContext(ExecutionContext):
             self._bound = None  # input shapes changed: the outputs are rebound at compute
             self._signature = tuple(self._feeds[io.name].shape for io in self._graph.inputs if io.name in self._feeds)
         np.copyto(buf, tensor.data)  # the one copy in
+        record_copy(buf.nbytes)
 
     def _validate(self, key: TensorKey, tensor: Tensor) -> _IO:
         meta = self._graph.lookup(self._graph.inputs, key, "input")
@@ -217,6 +219,8 @@ class OnnxContext(ExecutionContext):
         self._bound = None
         graph.session.run_with_iobinding(self._io)
         values = self._io.copy_outputs_to_cpu()
+        for value in values:  # ORT's own buffers are copied out on the first run with new input shapes
+            record_copy(getattr(value, "nbytes", 0))
         self._results = [self._tensor(io, v) for io, v in zip(graph.outputs, values, strict=True)]
         # ORT writes into these from the next run with the same input shapes on
         self._out_buffers[signature] = [

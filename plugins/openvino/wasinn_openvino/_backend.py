@@ -29,6 +29,7 @@ from wasinn_core import (
     TensorKey,
     TensorType,
     UnsupportedOperation,
+    record_copy,
 )
 
 if "openvino" not in sys.modules and os.environ.get("WASINN_OPENVINO_TELEMETRY", "").lower() not in ("1", "true"):
@@ -184,6 +185,7 @@ class OpenVINOContext(ExecutionContext):
         if dst.dtype != src.dtype:  # bf16: OpenVINO exposes the raw 16-bit words
             src = src.view(dst.dtype)
         np.copyto(dst.reshape(dims), src)
+        record_copy(src.nbytes)
         self._set[meta.index] = True
         self._computed = False
 

@@ -31,6 +31,7 @@ from wasinn_core import (
     TensorType,
     TooLarge,
     UnsupportedOperation,
+    record_copy,
 )
 
 from ._devices import DeviceFacts, device_for
@@ -141,6 +142,7 @@ class TorchContext(ExecutionContext):
         target = host.view(torch.int16) if dtype == torch.bfloat16 else host
         src = tensor.data.view(np.int16) if dtype == torch.bfloat16 else tensor.data
         np.copyto(target.numpy(), src)
+        record_copy(tensor.data.nbytes)
 
     def compute(self) -> None:
         graph = self._graph
@@ -153,7 +155,10 @@ class TorchContext(ExecutionContext):
         for t in self._inputs:
             if t is None:
                 break
-            args.append(t.to(graph.torch_device, non_blocking=True))
+            moved = t.to(graph.torch_device, non_blocking=True)
+            if moved.data_ptr() != t.data_ptr():  # host to device
+                record_copy(t.numel() * t.element_size())
+            args.append(moved)
         self._outputs, self._names, self._host = None, [], {}
         try:
             with torch.inference_mode():
@@ -183,7 +188,9 @@ class TorchContext(ExecutionContext):
             out = self._outputs[index].detach()
             if out.dtype == torch.bool:
                 out = out.to(torch.uint8)
-            host = out.to("cpu").contiguous()  # the one device-to-host copy
+            host = out.to("cpu").contiguous()  # the one device-to-host copy (none for CPU tensors)
+            if host.data_ptr() != out.data_ptr():
+                record_copy(host.numel() * host.element_size())
             self._host[index] = host
         ttype = TORCH_TYPES.get(host.dtype)
         if ttype is None:

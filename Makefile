@@ -17,7 +17,7 @@ PLUGIN_pytorch := -e plugins/pytorch $(TORCH)
 PLUGIN_openvino := -e plugins/openvino
 DEMO_FLAGS = --dir examples/digits/images::/images --nn-preload digits:$(BACKEND):cpu:$(MODEL_$(BACKEND))
 
-LINTED := wasinn_core plugins conformance tests guests examples
+LINTED := wasinn_core plugins conformance tests guests examples benchmarks
 REPORTS := .reports
 
 .PHONY: demo test lint typecheck pytest conformance fuzz soak guests model clean

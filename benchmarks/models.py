@@ -36,16 +36,24 @@ def _module(workload: str):  # -> torch.nn.Module
 
     def block(cin: int, cout: int, stride: int) -> nn.Sequential:
         return nn.Sequential(
-            nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU(),
-            nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+            nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+            nn.BatchNorm2d(cin),
+            nn.ReLU(),
+            nn.Conv2d(cin, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
         )
 
     widths = [(32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 512, 2)]
     widths += [(512, 512, 1)] * 5 + [(512, 1024, 2), (1024, 1024, 1)]
     model = nn.Sequential(
-        nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(3, 32, 3, 2, 1, bias=False),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
         *[block(a, b, s) for a, b, s in widths],
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1024, 1000),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(1024, 1000),
     )
     for m in model.modules():  # non-trivial batch-norm statistics
         if isinstance(m, nn.BatchNorm2d):
@@ -68,8 +76,15 @@ def folder(workload: str) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.save(torch.jit.trace(module, example), out / "model.pt")
-        torch.onnx.export(module, (example,), out / "model.onnx", input_names=["x"], output_names=["y"],
-                          external_data=False, dynamo=False)
+        torch.onnx.export(
+            module,
+            (example,),
+            out / "model.onnx",
+            input_names=["x"],
+            output_names=["y"],
+            external_data=False,
+            dynamo=False,
+        )
     ov.save_model(ov.convert_model(out / "model.onnx"), out / "model.xml", compress_to_fp16=False)
     rng = np.random.default_rng(0)
     rng.standard_normal(SHAPES[workload]).astype(np.float32).tofile(out / "input.bin")

@@ -1,6 +1,6 @@
 """The floor: one library called directly from Python, timed like the guest times itself.
 
-    python -m benchmarks.native BACKEND WORKLOAD ITERATIONS PRECISION   → prints "median_us min_us"
+python -m benchmarks.native BACKEND WORKLOAD ITERATIONS PRECISION   → prints "median_us min_us"
 """
 
 from __future__ import annotations

@@ -22,8 +22,11 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 
 def table(results: Results) -> str:
-    rows = ["| backend | workload | native | wasinn | wasmtime CLI | wasinn / native | wasinn / wasmtime | "
-            "host copies per byte moved |", "|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| backend | workload | native | wasinn | wasmtime CLI | wasinn / native | wasinn / wasmtime | "
+        "host copies per byte moved |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for backend in BACKENDS:
         for workload in WORKLOADS:
             native = results.cells.get((backend, workload, "native"))
@@ -33,8 +36,10 @@ def table(results: Results) -> str:
             wasmtime = results.cells.get((backend, workload, "wasmtime"))
             wt = wasmtime.median if wasmtime else None
             copies = f"{wasinn.copies_per_byte:.2f}" if wasinn.copies_per_byte is not None else "–"
-            rows.append(f"| {backend} | {WORKLOAD_TEXT[workload]} | {_us(native.median)} | {_us(wasinn.median)} | "
-                        f"{_us(wt)} | {_ratio(wasinn.median, native.median)} | {_ratio(wasinn.median, wt)} | {copies} |")
+            rows.append(
+                f"| {backend} | {WORKLOAD_TEXT[workload]} | {_us(native.median)} | {_us(wasinn.median)} | "
+                f"{_us(wt)} | {_ratio(wasinn.median, native.median)} | {_ratio(wasinn.median, wt)} | {copies} |"
+            )
     return "\n".join(rows)
 
 
@@ -49,10 +54,12 @@ def goals(results: Results) -> str:
         met = "–" if value is None else ("yes" if value <= limit else "**no**")
         lines.append(f"| {goal} | {text if value is not None else 'not measured'} | {met} |")
 
-    mn, mw, mt = med("openvino", "mnet", "native"), med("openvino", "mnet", "wasinn"), med("openvino", "mnet",
-                                                                                            "wasmtime")
-    add("MobileNet-size, OpenVINO: wasinn ≤ 1.03× native", mw / mn if mw and mn else None, 1.03,
-        _ratio(mw, mn))
+    mn, mw, mt = (
+        med("openvino", "mnet", "native"),
+        med("openvino", "mnet", "wasinn"),
+        med("openvino", "mnet", "wasmtime"),
+    )
+    add("MobileNet-size, OpenVINO: wasinn ≤ 1.03× native", mw / mn if mw and mn else None, 1.03, _ratio(mw, mn))
     add("MobileNet-size, OpenVINO: wasinn ≤ 1.0× wasmtime CLI", mw / mt if mw and mt else None, 1.0, _ratio(mw, mt))
     for backend in BACKENDS:
         n, w = med(backend, "tiny", "native"), med(backend, "tiny", "wasinn")
@@ -60,12 +67,20 @@ def goals(results: Results) -> str:
     for backend in BACKENDS:
         cell = results.cells.get((backend, "big", "wasinn"))
         value = cell.copies_per_byte if cell else None
-        add(f"64 MiB, {backend}: one copy in, one copy out", value, 1.0,
-            f"{value:.2f} host copies per byte moved" if value is not None else "")
+        add(
+            f"64 MiB, {backend}: one copy in, one copy out",
+            value,
+            1.0,
+            f"{value:.2f} host copies per byte moved" if value is not None else "",
+        )
     sw, st = results.startup.get(("wasinn", "openvino")), results.startup.get(("wasmtime", "openvino"))
     ws, ts = (min(sw) if sw else None), (min(st) if st else None)
-    add("start-up to first inference: wasinn ≤ 1.5× wasmtime CLI", ws / ts if ws and ts else None, 1.5,
-        f"{ws:.2f} s vs {ts:.2f} s = {_ratio(ws, ts)}" if ws and ts else "")
+    add(
+        "start-up to first inference: wasinn ≤ 1.5× wasmtime CLI",
+        ws / ts if ws and ts else None,
+        1.5,
+        f"{ws:.2f} s vs {ts:.2f} s = {_ratio(ws, ts)}" if ws and ts else "",
+    )
     return "\n".join(lines)
 
 
@@ -106,8 +121,11 @@ def write(results: Results, page: Path) -> None:
         f"| {host} | {min(values):.2f} s | {statistics.median(values):.2f} s |"
         for (host, _), values in sorted(results.startup.items())
     )
-    mode = "quick mode (few iterations: a check that the runner works, not a measurement)" if results.quick else (
-        f"{results.rounds} interleaved rounds")
+    mode = (
+        "quick mode (few iterations: a check that the runner works, not a measurement)"
+        if results.quick
+        else (f"{results.rounds} interleaved rounds")
+    )
     page.write_text(f"""# Performance
 
 Written by `python -m benchmarks` on {datetime.date.today().isoformat()}, {mode}.

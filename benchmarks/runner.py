@@ -59,8 +59,9 @@ class Progress:
         width = 30
         filled = int(width * self.done / self.total)
         elapsed = time.perf_counter() - self.start
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {elapsed:5.0f} s "
-                         f"{label:<40}")
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {elapsed:5.0f} s {label:<40}"
+        )
         sys.stderr.flush()
         if self.done == self.total:
             sys.stderr.write("\n")
@@ -76,8 +77,18 @@ def guest_args(backend: str, workload: str, iterations: int) -> list[str]:
 
 
 def wasinn_command(backend: str, workload: str, iterations: int, config: Path) -> list[str]:
-    return [sys.executable, "-m", "wasinn_core", "run", "--stats", "--config", str(config), "--dir",
-            f"{folder(workload)}::/m", *guest_args(backend, workload, iterations)]
+    return [
+        sys.executable,
+        "-m",
+        "wasinn_core",
+        "run",
+        "--stats",
+        "--config",
+        str(config),
+        "--dir",
+        f"{folder(workload)}::/m",
+        *guest_args(backend, workload, iterations),
+    ]
 
 
 def wasmtime_command(workload: str, iterations: int) -> tuple[list[str], dict[str, str]]:
@@ -85,8 +96,15 @@ def wasmtime_command(workload: str, iterations: int) -> tuple[list[str], dict[st
 
     runtime = wasmtime_runtime()
     binary = shlex.split(runtime.template)[0]
-    command = [binary, "run", "-S", "nn", "--dir", f"{folder(workload)}::/m", *guest_args("openvino", workload,
-                                                                                         iterations)]
+    command = [
+        binary,
+        "run",
+        "-S",
+        "nn",
+        "--dir",
+        f"{folder(workload)}::/m",
+        *guest_args("openvino", workload, iterations),
+    ]
     return command, {**os.environ, **runtime.env}
 
 
@@ -101,8 +119,7 @@ def write_config(precision: str) -> Path:
     """The wasinn config: each encoding pinned to its dedicated backend, OpenVINO's precision as requested."""
     path = Path(tempfile.mkdtemp(prefix="wasinn-bench-")) / "wasinn.toml"
     path.write_text(
-        '[preferences]\nonnx = ["onnxruntime"]\n\n'
-        f'[backends.openvino]\ninference_precision = "{precision}"\n'
+        f'[preferences]\nonnx = ["onnxruntime"]\n\n[backends.openvino]\ninference_precision = "{precision}"\n'
     )
     return path
 
@@ -126,8 +143,15 @@ class Results:
         return self.cells.setdefault((backend, workload, host), Cell())
 
 
-def run(rounds: int, quick: bool, backends: tuple[str, ...], workloads: tuple[str, ...], precision: str,
-        wasmtime: bool, quiet: bool = False) -> Results:
+def run(
+    rounds: int,
+    quick: bool,
+    backends: tuple[str, ...],
+    workloads: tuple[str, ...],
+    precision: str,
+    wasmtime: bool,
+    quiet: bool = False,
+) -> Results:
     iterations = QUICK_ITERATIONS if quick else ITERATIONS
     for workload in workloads:
         folder(workload)  # generate models before timing anything
@@ -147,14 +171,18 @@ def run(rounds: int, quick: bool, backends: tuple[str, ...], workloads: tuple[st
             cell.medians.append(parse_loop(guest.stdout, "wasinn"))
             stats = STATS.search(guest.stderr)
             if stats:
-                computes, moved, copied = int(stats.group(1)), int(stats.group(2)) + int(stats.group(3)), int(
-                    stats.group(4))
+                computes, moved, copied = (
+                    int(stats.group(1)),
+                    int(stats.group(2)) + int(stats.group(3)),
+                    int(stats.group(4)),
+                )
                 cell.copies_per_byte = copied / moved if moved else None
             progress.step(f"{backend} {workload} wasinn")
             if wasmtime and backend == "openvino":
                 command, env = wasmtime_command(workload, n)
                 results.cell(backend, workload, "wasmtime").medians.append(
-                    parse_loop(run_once(command, env).stdout, "wasmtime"))
+                    parse_loop(run_once(command, env).stdout, "wasmtime")
+                )
                 progress.step(f"{backend} {workload} wasmtime")
     # start-up: a whole run with one inference, process start to exit, on the MobileNet-size model
     workload = "mnet" if "mnet" in workloads else workloads[0]
@@ -183,10 +211,13 @@ def machine() -> str:
         pass
     import importlib.metadata as md
 
-    versions = ", ".join(f"{d} {md.version(d)}" for d in ("wasmtime", "onnxruntime", "torch", "openvino")
-                         if _installed(d))
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python " \
-           f"{platform.python_version()}; {versions}"
+    versions = ", ".join(
+        f"{d} {md.version(d)}" for d in ("wasmtime", "onnxruntime", "torch", "openvino") if _installed(d)
+    )
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python "
+        f"{platform.python_version()}; {versions}"
+    )
 
 
 def _installed(dist: str) -> bool:

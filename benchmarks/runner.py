@@ -171,12 +171,8 @@ def run(
             cell.medians.append(parse_loop(guest.stdout, "wasinn"))
             stats = STATS.search(guest.stderr)
             if stats:
-                computes, moved, copied = (
-                    int(stats.group(1)),
-                    int(stats.group(2)) + int(stats.group(3)),
-                    int(stats.group(4)),
-                )
-                cell.copies_per_byte = copied / moved if moved else None
+                moved = int(stats.group(2)) + int(stats.group(3))
+                cell.copies_per_byte = int(stats.group(4)) / moved if moved else None
             progress.step(f"{backend} {workload} wasinn")
             if wasmtime and backend == "openvino":
                 command, env = wasmtime_command(workload, n)

@@ -131,8 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--fallback", choices=FALLBACKS, help="GPU/TPU fallback policy (default: strict)")
     run.add_argument("--argv0", help="argv[0] for the guest (default: the module's file name)")
-    run.add_argument("--stats", action="store_true",
-                     help="print computes, tensor bytes in and out, and bytes the host copied, on exit (stderr)")
+    run.add_argument(
+        "--stats",
+        action="store_true",
+        help="print computes, tensor bytes in and out, and bytes the host copied, on exit (stderr)",
+    )
     limits = run.add_argument_group("limits (override [limits] of the config)")
     for flag, metavar, text in [
         ("--max-model-bytes", "SIZE", "largest model a guest may load() (too_large)"),

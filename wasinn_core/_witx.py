@@ -146,7 +146,9 @@ class WitxBinding:
             f"{p}={a & _U32_MASK:#x}" if p.endswith(("_ptr", "_out")) else f"{p}={a & _U32_MASK}"
             for p, a in zip(params, args, strict=False)
         )
-        log.warning("%s(%s): %s: %s", name, call, code.value, message)
+        # a too-small output buffer is how guests ask for the size (they retry): not worth a warning
+        level = logging.INFO if code is ErrorCode.TOO_LARGE and name.startswith("get_output") else logging.WARNING
+        log.log(level, "%s(%s): %s: %s", name, call, code.value, message)
 
     # -- graphs ---------------------------------------------------------------
 

@@ -158,15 +158,47 @@ class OpenVINOGraph(Graph):
 
 
 class OpenVINOContext(ExecutionContext):
-    """One infer request."""
+    """One infer request.
+
+    Each input is copied once, straight into the request's own input tensor; the numpy view of that
+    tensor is kept while the input's shape stays the same (a new shape reallocates it, so the view is
+    dropped first). Outputs are the request's output tensors, read in place.
+    """
 
     def __init__(self, graph: OpenVINOGraph) -> None:
         self._graph = graph
         self._request = graph.compiled.create_infer_request()
         self._set = [False] * len(graph.inputs)
         self._computed = False
+        self._checked: dict[tuple[TensorKey, TensorType, tuple[int, ...]], _IO] = {}
+        self._views: dict[int, tuple[tuple[int, ...], np.ndarray[Any, Any]]] = {}  # index -> (dims, view)
 
     def set_input(self, key: TensorKey, tensor: Tensor) -> None:
+        dims = tensor.dimensions
+        check = (key, tensor.type, dims)
+        meta = self._checked.get(check)
+        if meta is None:
+            meta = self._validate(key, tensor)
+            if len(self._checked) >= 64:
+                self._checked.clear()
+            self._checked[check] = meta
+        cached = self._views.get(meta.index)
+        if cached is None or cached[0] != dims:
+            self._views.pop(meta.index, None)  # resizing reallocates the tensor under the old view
+            target = self._request.get_input_tensor(meta.index)
+            if tuple(target.shape) != dims:
+                target.shape = list(dims)
+            cached = (dims, target.data.reshape(dims))
+            self._views[meta.index] = cached
+        dst, src = cached[1], tensor.data
+        if dst.dtype != src.dtype:  # bf16: OpenVINO exposes the raw 16-bit words
+            src = src.view(dst.dtype)
+        np.copyto(dst, src)  # the one copy in
+        record_copy(src.nbytes)
+        self._set[meta.index] = True
+        self._computed = False
+
+    def _validate(self, key: TensorKey, tensor: Tensor) -> _IO:
         meta = self._graph.lookup(self._graph.inputs, key, "input")
         want = OV_TYPES.get(meta.ov_type)
         if want is None:
@@ -177,21 +209,11 @@ class OpenVINOContext(ExecutionContext):
         if len(dims) != len(meta.shape) or any(m is not None and m != d for m, d in zip(meta.shape, dims, strict=True)):
             shape = "x".join("?" if d is None else str(d) for d in meta.shape)
             raise InvalidArgument(f"input {meta.name!r} expects shape {shape}, got {'x'.join(map(str, dims))}")
-        target = self._request.get_input_tensor(meta.index)
-        if tuple(target.shape) != dims:
-            target.shape = list(dims)
-        dst = target.data
-        src = tensor.data
-        if dst.dtype != src.dtype:  # bf16: OpenVINO exposes the raw 16-bit words
-            src = src.view(dst.dtype)
-        np.copyto(dst.reshape(dims), src)
-        record_copy(src.nbytes)
-        self._set[meta.index] = True
-        self._computed = False
+        return meta
 
     def compute(self) -> None:
-        missing = [io.name for io, done in zip(self._graph.inputs, self._set, strict=True) if not done]
-        if missing:
+        if not all(self._set):
+            missing = [io.name for io, done in zip(self._graph.inputs, self._set, strict=True) if not done]
             raise InvalidArgument(f"inputs not set: {', '.join(missing)}")
         self._computed = False
         self._request.infer()
@@ -200,22 +222,25 @@ class OpenVINOContext(ExecutionContext):
     def get_output(self, key: TensorKey) -> Tensor:
         if not self._computed:
             raise InvalidArgument("no outputs: compute has not run on this context since its inputs changed")
-        meta = self._graph.lookup(self._graph.outputs, key, "output")
-        out = self._request.get_output_tensor(meta.index)
-        data = out.data
-        if meta.ov_type == "boolean":
-            return Tensor(tuple(out.shape), TensorType.U8, data.view(np.uint8))
+        outputs = self._graph.outputs
+        meta = (
+            outputs[key] if type(key) is int and 0 <= key < len(outputs) else self._graph.lookup(outputs, key, "output")
+        )
+        data = self._request.get_output_tensor(meta.index).data
         ttype = OV_TYPES.get(meta.ov_type)
-        if ttype is None:
+        if meta.ov_type == "boolean":
+            ttype, data = TensorType.U8, data.view(np.uint8)
+        elif ttype is None:
             raise BackendError(f"output {meta.name!r} has type {meta.ov_type}, which wasi-nn cannot express")
-        if ttype is TensorType.BF16:
+        elif ttype is TensorType.BF16:
             data = data.view(TensorType.BF16.numpy_dtype)
-        return Tensor(tuple(int(d) for d in out.shape), ttype, data)
+        return Tensor(data.shape, ttype, data)
 
     def output_names(self) -> Sequence[str]:
         return [io.name for io in self._graph.outputs]
 
     def close(self) -> None:
+        self._views.clear()
         self._request = None
 
 

@@ -20,7 +20,7 @@ DEMO_FLAGS = --dir examples/digits/images::/images --nn-preload digits:$(BACKEND
 LINTED := wasinn_core plugins conformance tests guests examples benchmarks
 REPORTS := .reports
 
-.PHONY: demo test lint typecheck pytest conformance fuzz soak guests model clean
+.PHONY: demo test lint typecheck pytest conformance site bench-check docs bench fuzz soak guests model clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ $(VENV)/.dev: $(BIN)/python pyproject.toml plugins/*/pyproject.toml conformance/
 demo: $(VENV)/.demo-$(BACKEND)  ## classify the shipped digit images in a wasm guest (default: ONNX Runtime)
 	$(BIN)/wasinn run $(DEMO_FLAGS) guests/wasm/digits.wasm /images
 
-test: $(VENV)/.dev lint typecheck pytest conformance  ## install everything, lint, type-check, run every suite
+test: $(VENV)/.dev lint typecheck pytest conformance site bench-check  ## install everything, lint, type-check, run every suite
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check $(LINTED)
@@ -61,6 +61,20 @@ conformance: $(VENV)/.dev
 	$(BIN)/wasinn conformance -q --backend onnxruntime --backend pytorch --backend openvino --backend onnxref \
 	    --expectations conformance/wasinn_conformance/expectations/wasinn.toml --json $(REPORTS)/conformance.json
 	$(BIN)/wasinn conformance -q --runtime wasmtime --json $(REPORTS)/conformance-wasmtime.json
+
+# The docs site must build with no warning (a broken link, a missing page or API object fails).
+site: $(VENV)/.dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d $(REPORTS)/site
+
+# The benchmark runner in its quick mode, to check that it works (never a timed assertion).
+bench-check: $(VENV)/.dev
+	$(BIN)/python -m benchmarks --quick -q --out $(REPORTS)/performance-quick.md
+
+docs: $(VENV)/.dev  ## serve the docs site on http://127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
+bench: $(VENV)/.dev  ## the full benchmark (minutes): rewrites docs/performance.md and its plot
+	$(BIN)/python -m benchmarks --out docs/performance.md
 
 fuzz: $(VENV)/.dev  ## long fuzz runs: 1,000,000 hostile host calls, 1,000 mutated models per format
 	$(BIN)/python -m tests.fuzzing --calls $${FUZZ_CALLS:-1000000} --seed $${FUZZ_SEED:-1} --models 1000 2>/dev/null

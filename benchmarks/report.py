@@ -43,6 +43,29 @@ def table(results: Results) -> str:
     return "\n".join(rows)
 
 
+def breakdown(results: Results) -> str:
+    """Per inference: the library, wasinn's session and plugin code, and the ABI (wasm calls and copies)."""
+    rows = [
+        "| backend | workload | library (native) | session + plugin | ABI + guest | wasinn |",
+        "|---|---|---|---|---|---|",
+    ]
+    for backend in BACKENDS:
+        for workload in WORKLOADS:
+            cells = [results.cells.get((backend, workload, h)) for h in ("native", "session", "wasinn")]
+            if any(c is None or c.median is None for c in cells):
+                continue
+            native, session, wasinn = (c.median for c in cells)  # type: ignore[union-attr]
+            rows.append(
+                f"| {backend} | {WORKLOAD_TEXT[workload]} | {_us(native)} | {_signed(session - native)} | "
+                f"{_signed(wasinn - session)} | {_us(wasinn)} |"
+            )
+    return "\n".join(rows)
+
+
+def _signed(value: float) -> str:
+    return ("+" if value >= 0 else "−") + _us(abs(value))
+
+
 def goals(results: Results) -> str:
     def med(backend: str, workload: str, host: str) -> float | None:
         cell = results.cells.get((backend, workload, host))
@@ -146,6 +169,20 @@ to 2× from run to run: compare the ratios within one run.
 *Host copies per byte moved*: bytes copied by wasinn's code (every copy site counts itself) divided by
 the tensor bytes that crossed the ABI (`set_input` in, `get_output` out), from `wasinn run --stats`:
 1.00 means one copy in and one copy out.
+
+## Where the time goes
+
+The same loop through wasinn's Python `Session` API (`python -m benchmarks.session`: `set_input` →
+`compute` → `get_output` on a host array, no wasm) splits wasinn's figure into the library's own time
+(native), wasinn's session and backend plugin code (session − native: handle and limit checks, locks,
+input and output views, the plugin's bookkeeping) and the ABI (wasinn − session: the guest's calls into
+the host through wasmtime's C API, reading the tensor record, the copies in and out of guest memory, and
+the guest's own loop):
+
+{breakdown(results)}
+
+A negative share means the library ran faster there than when called natively (a different output
+allocation path, or noise: compare only within one run).
 
 ## Start-up
 

@@ -2,7 +2,8 @@
 
 For every backend and workload, in several interleaved rounds, on the same guest and model file:
 (a) the library called natively from Python, (b) wasinn running the C guest ``classify.wasm``,
-(c) the ``wasmtime`` 49 CLI running the same guest with its built-in wasi-nn (OpenVINO only). The
+(c) the ``wasmtime`` 49 CLI running the same guest with its built-in wasi-nn (OpenVINO only), and, to
+split where wasinn's time goes, (d) the guest's loop through wasinn's Python ``Session`` API, no wasm. The
 guest times its own loop with the WASI monotonic clock, so a host's start-up is not in the per-inference
 figure; start-up is measured separately as the wall time of a whole run with one inference.
 """
@@ -158,7 +159,7 @@ def run(
     config = write_config(precision)
     results = Results(precision=precision, rounds=rounds, quick=quick)
     jobs = [(b, w) for b in backends for w in workloads]
-    per_job = 2 + (1 if wasmtime else 0)
+    per_job = 3 + (1 if wasmtime else 0)
     progress = Progress(rounds * len(jobs) * per_job + 2 * (2 if wasmtime else 1), quiet)
     for _ in range(rounds):  # interleaved: every configuration once per round
         for backend, workload in jobs:
@@ -166,6 +167,9 @@ def run(
             native = run_once([sys.executable, "-m", "benchmarks.native", backend, workload, str(n), precision])
             results.cell(backend, workload, "native").medians.append(float(native.stdout.split()[0]))
             progress.step(f"{backend} {workload} native")
+            session = run_once([sys.executable, "-m", "benchmarks.session", backend, workload, str(n), str(config)])
+            results.cell(backend, workload, "session").medians.append(float(session.stdout.split()[0]))
+            progress.step(f"{backend} {workload} session")
             guest = run_once(wasinn_command(backend, workload, n, config))
             cell = results.cell(backend, workload, "wasinn")
             cell.medians.append(parse_loop(guest.stdout, "wasinn"))

@@ -1,37 +1,204 @@
-"""The docs cannot drift: their Python examples run, their TOML parses, their links resolve."""
+"""The docs cannot drift: every code block on the site runs, parses or is a verbatim copy of a source file.
+
+- ``sh`` blocks run with bash from a copy of the repository root (symlinks, so files they write land in a
+  temp dir, and ``/tmp/`` in them is rewritten to that dir). Lines starting with ``pip install`` or ``make``
+  are not run: ``make test`` has already installed everything and runs the targets itself.
+- ``python`` blocks run in a subprocess, ``pycon`` blocks as doctests.
+- A ``text`` block right after a ``sh`` or ``python`` block is its output: every line of it (but ``…``)
+  must appear in what the block printed, whitespace aside.
+- A block whose first line is ``# file: PATH`` or ``/* file: PATH */`` must be a verbatim excerpt of PATH.
+- ``toml`` and ``json`` blocks must parse; the config example must load as a ``Config``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import ast
+import doctest
+import json
+import os
 import re
 import subprocess
 import sys
 import tomllib
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+import wasinn_core
 from wasinn_core import Config
 
 from .conftest import ROOT
 
 DOCS = ROOT / "docs"
+PAGES = sorted([ROOT / "README.md", *DOCS.rglob("*.md")])
+NOT_RUN = ("pip install", "make ")
+FILE_MARKER = re.compile(r"^(?:# file: (\S+)|/\* file: (\S+) \*/)\n")
 
 
-def blocks(path, lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", path.read_text(), re.S)
+@dataclass(frozen=True)
+class Block:
+    page: Path
+    line: int
+    lang: str
+    body: str
+    output: str | None  # the text block right after it, if any
+
+    @property
+    def id(self) -> str:
+        return f"{self.page.relative_to(ROOT)}:{self.line}"
+
+    @property
+    def source(self) -> str | None:
+        marker = FILE_MARKER.match(self.body)
+        return (marker.group(1) or marker.group(2)) if marker else None
 
 
-@pytest.mark.parametrize("index", range(len(blocks(DOCS / "embedding.md", "python"))))
-def test_embedding_examples_run(index):
-    code = blocks(DOCS / "embedding.md", "python")[index]
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "CPUExecutionProvider" in result.stdout
+def _blocks() -> list[Block]:
+    found = []
+    for page in PAGES:
+        text = page.read_text()
+        matches = list(re.finditer(r"^```(\w*)\n(.*?)^```\n", text, re.S | re.M))
+        for i, m in enumerate(matches):
+            after = matches[i + 1] if i + 1 < len(matches) else None
+            adjacent = after and after.group(1) == "text" and not text[m.end() : after.start()].strip()
+            line = text.count("\n", 0, m.start()) + 1
+            found.append(Block(page, line, m.group(1), m.group(2), after.group(2) if adjacent and after else None))
+    return found
 
 
-def test_configuration_example_parses():
-    (example,) = blocks(DOCS / "configuration.md", "toml")
-    config = Config.from_dict(tomllib.loads(example), source="docs")
+BLOCKS = _blocks()
+
+
+def blocks(lang: str, *, verbatim: bool = False) -> list[pytest.param]:  # type: ignore[valid-type]
+    return [pytest.param(b, id=b.id) for b in BLOCKS if b.lang == lang and (b.source is not None) == verbatim]
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.split())
+
+
+def assert_printed(expected: str | None, printed: str) -> None:
+    if expected is None:
+        return
+    seen = _normalise(printed)
+    for line in expected.splitlines():
+        if line.strip() and line.strip() not in ("…", "..."):
+            assert _normalise(line) in seen, f"the docs show {line!r}, the command did not print it:\n{printed}"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """The repository root as symlinks, so the blocks' relative paths work and what they write stays here."""
+    work = tmp_path / "repo"
+    work.mkdir()
+    for entry in ROOT.iterdir():
+        if entry.name != ".git":
+            (work / entry.name).symlink_to(entry)
+    return work
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    from wasinn_conformance.runtimes import wasmtime_runtime
+
+    wasmtime = wasmtime_runtime()  # the wasmtime binary and OpenVINO's C library, for the runtime examples
+    binary = Path(wasmtime.template.split()[0])
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return {
+        **os.environ,
+        **wasmtime.env,
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), str(binary.parent), os.environ["PATH"]]),
+        "HOME": str(home),
+        "ZIG_GLOBAL_CACHE_DIR": os.environ.get("ZIG_GLOBAL_CACHE_DIR", str(ROOT / ".zig-cache")),
+        "PYTHONPATH": str(ROOT),
+    }
+
+
+@pytest.mark.parametrize("block", blocks("sh"))
+def test_shell_examples_run(block: Block, workdir: Path, tmp_path: Path) -> None:
+    script = "\n".join(line for line in block.body.splitlines() if not line.lstrip().startswith(NOT_RUN))
+    if not script.replace("\\\n", "").strip(" \n#"):
+        pytest.skip("only install/make lines, which `make test` itself runs")
+    script = script.replace("/tmp/", f"{tmp_path}/")
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=workdir,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    printed = result.stdout + result.stderr
+    assert result.returncode == 0, f"{block.id} failed:\n{printed[-4000:]}"
+    assert_printed(block.output, printed)
+
+
+@pytest.mark.parametrize("block", blocks("python"))
+def test_python_examples_run(block: Block, workdir: Path, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", block.body],
+        cwd=workdir,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, f"{block.id} failed:\n{result.stderr[-4000:]}"
+    assert_printed(block.output, result.stdout + result.stderr)
+
+
+@pytest.mark.parametrize("block", blocks("pycon"))
+def test_interactive_examples_pass_as_doctests(block: Block) -> None:
+    test = doctest.DocTestParser().get_doctest(block.body, {}, block.id, str(block.page), block.line)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
+
+
+@pytest.mark.parametrize("block", [p for lang in ("python", "toml", "c", "sh") for p in blocks(lang, verbatim=True)])
+def test_excerpts_are_verbatim_copies(block: Block) -> None:
+    assert block.source is not None
+    excerpt = FILE_MARKER.sub("", block.body, count=1).strip()
+    assert excerpt in (ROOT / block.source).read_text(), f"{block.id} drifted from {block.source}"
+
+
+@pytest.mark.parametrize("block", blocks("toml") + blocks("toml", verbatim=True))
+def test_toml_examples_parse(block: Block) -> None:
+    tomllib.loads(block.body)
+
+
+def test_configuration_example_loads_as_a_config():
+    (example,) = [b for b in BLOCKS if b.page.name == "configuration.md" and b.lang == "toml"]
+    config = Config.from_dict(tomllib.loads(example.body), source="docs")
     assert [m.name for m in config.models] == ["digits", "mobilenet"]
+
+
+def _shape(value: object) -> object:
+    """The keys of a JSON document, recursively (lists by their first item)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items() if k != "summary"}
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return [_shape(value[0])]
+    return None
+
+
+def test_report_example_has_the_shape_of_a_real_report(tmp_path: Path) -> None:
+    (example,) = [b for b in BLOCKS if b.page.name == "conformance.md" and b.lang == "json"]
+    report = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "wasinn_core", "conformance", "--backend", "onnxruntime", "-q"]
+    cmd += ["-k", "matmul and f32 and batch5", "--json", str(report)]
+    subprocess.run(cmd, cwd=tmp_path, env=_env(tmp_path), check=True, capture_output=True, timeout=600)
+    assert _shape(json.loads(example.body)) == _shape(json.loads(report.read_text()))
+
+
+def test_every_sh_python_and_output_block_is_checked():
+    """Nothing on the site is exempt: a block in another language is prose (a diagram, a layout, a log)."""
+    checked = {"sh", "python", "pycon", "toml", "json", "c", "text", "mermaid"}
+    assert {b.lang for b in BLOCKS} <= checked, {b.id: b.lang for b in BLOCKS if b.lang not in checked}
+    c_blocks = [b for b in BLOCKS if b.lang == "c"]
+    assert all(b.source for b in c_blocks), [b.id for b in c_blocks if not b.source]
 
 
 def test_every_config_key_is_documented():
@@ -55,7 +222,30 @@ def test_every_backend_option_is_documented(plugin):
         assert f"`{option.name}`" in text, option.name
 
 
-@pytest.mark.parametrize("page", sorted(p.relative_to(ROOT) for p in [ROOT / "README.md", *DOCS.rglob("*.md")]))
+def test_every_run_option_is_documented():
+    from wasinn_core._cli import _parser
+
+    subcommands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    text = (DOCS / "running.md").read_text()
+    for action in subcommands.choices["run"]._actions:
+        for flag in action.option_strings:
+            if flag.startswith("--") and flag != "--help":
+                assert f"`{flag}" in text, flag
+
+
+@pytest.mark.parametrize("name", [n for n in wasinn_core.__all__ if not n.startswith("__")])
+def test_every_public_name_has_a_docstring_in_the_api_reference(name):
+    obj = getattr(wasinn_core, name)
+    if callable(obj) or isinstance(obj, type):
+        assert (obj.__doc__ or "").strip(), f"wasinn_core.{name} has no docstring"
+        if isinstance(obj, type):
+            for attr, member in vars(obj).items():
+                if not attr.startswith("_") and callable(member):
+                    assert (member.__doc__ or "").strip(), f"wasinn_core.{name}.{attr} has no docstring"
+    assert f"::: wasinn_core.{name}" in (DOCS / "api.md").read_text(), name
+
+
+@pytest.mark.parametrize("page", [p.relative_to(ROOT) for p in PAGES])
 def test_relative_links_resolve(page):
     path = ROOT / page
     prose = re.sub(r"`[^`]*`", "", re.sub(r"```.*?```", "", path.read_text(), flags=re.S))
@@ -63,8 +253,53 @@ def test_relative_links_resolve(page):
         assert (path.parent / target).exists(), f"{page}: broken link {target}"
 
 
-def test_tutorial_excerpts_are_verbatim_copies_of_the_template():
-    blocks = re.findall(r"```\w*\n# file: (\S+)\n(.*?)```", (DOCS / "plugin-tutorial.md").read_text(), re.S)
-    assert len(blocks) >= 6
-    for path, body in blocks:
-        assert body.strip() in (ROOT / path).read_text(), f"plugin-tutorial.md drifted from {path}"
+USER_ERRORS = {"InvalidArgument", "InvalidEncoding", "MissingMemory", "Busy", "BackendError", "UnsupportedOperation"}
+USER_ERRORS |= {"TooLarge", "NotFound", "UsageError", "GuestError", "PluginError", "ConfigError"}
+
+
+def _literal_parts(node: ast.expr) -> list[str]:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return [node.value]
+    if isinstance(node, ast.JoinedStr):
+        return [v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+    if isinstance(node, ast.BinOp):
+        return _literal_parts(node.left) + _literal_parts(node.right)
+    return []
+
+
+def _is_unavailable(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "no"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "Availability"
+    )
+
+
+def _raised_messages() -> list[tuple[str, str]]:
+    """(where, the longest literal part of the message) for every user-facing error raised by core and plugins."""
+    found = []
+    for root in [ROOT / "wasinn_core", *ROOT.glob("plugins/*/wasinn_*")]:
+        for path in sorted(root.rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if _is_unavailable(node):  # a probe's reason, shown when a target cannot be used
+                    assert isinstance(node, ast.Call)
+                    node = ast.Raise(exc=ast.Call(func=ast.Name("UnsupportedOperation"), args=node.args, keywords=[]))
+                    node.lineno = node.exc.lineno = 0
+                if not (isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call)):
+                    continue
+                func = node.exc.func
+                name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+                user = name in USER_ERRORS or name == "error" or (name == "ValueError" and path.name == "_config.py")
+                if user and node.exc.args:
+                    message = node.exc.args[-1] if name in ("ConfigError", "error") else node.exc.args[0]
+                    part = max(_literal_parts(message), key=len, default="").strip(" :;,()'")
+                    if len(part) >= 12:  # shorter parts only join values ("{flag} {spec}: {exc}")
+                        found.append((f"{path.relative_to(ROOT)}:{node.lineno}", part))
+    return found
+
+
+@pytest.mark.parametrize(("where", "message"), _raised_messages(), ids=lambda v: v if ".py:" in v else "")
+def test_every_error_message_is_on_the_troubleshooting_page(where, message):
+    assert message in (DOCS / "troubleshooting.md").read_text(), f"{where}: {message!r} is not in troubleshooting.md"

@@ -47,6 +47,7 @@ class HostStats:
     bytes_out: int = 0
 
     def describe(self) -> str:
+        """One line for ``wasinn run --stats``: computes, bytes moved, bytes copied and copies per byte."""
         moved = self.bytes_in + self.bytes_out
         per = f"{COPIES.bytes / moved:.2f}" if moved else "-"
         return (

@@ -95,12 +95,9 @@ class Suite:
         if case.layer == "abi":
             return self._missing_abi(case)
         spec = self.specs[case.backend]
-        target = ExecutionTarget(case.target)
-        if target not in spec.targets:
-            return f"{spec.name} does not claim target {case.target}"
-        available = spec.probe(target, self.host.registry.options(spec))
-        if not available.available:
-            return f"{spec.name} cannot use {case.target} here: {available.reason}"
+        unusable = self._unusable_target(case)
+        if unusable is not None:
+            return unusable
         if TensorType(case.dtype) not in spec.capabilities.dtypes:
             return f"{spec.name} does not declare tensor type {case.dtype}"
         lacking = [f for f in case.requires if f not in spec.capabilities.features]
@@ -108,8 +105,20 @@ class Suite:
             return f"{spec.name} does not declare {', '.join(lacking)}"
         return None
 
+    def _unusable_target(self, case: Case) -> str | None:
+        spec = self.specs[case.backend]
+        target = ExecutionTarget(case.target)
+        if target not in spec.targets:
+            return f"{spec.name} does not claim target {case.target}"
+        available = spec.probe(target, self.host.registry.options(spec))
+        if not available.available:
+            return f"{spec.name} cannot use {case.target} here: {available.reason}"
+        return None
+
     def _missing_abi(self, case: Case) -> str | None:
         runtime = self.runtime_for(case)
+        if self.runtime is None and (unusable := self._unusable_target(case)) is not None:
+            return unusable
         features = set(runtime.features)
         if self.runtime is None:
             features |= self.specs[case.backend].capabilities.features

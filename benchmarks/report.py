@@ -62,6 +62,27 @@ def breakdown(results: Results) -> str:
     return "\n".join(rows)
 
 
+def components(results: Results) -> str:
+    """``list<u8>`` through the component model, per size and direction, wasinn against wasmtime-py."""
+    by = {(r["bytes"], r["path"]): r for r in results.components}
+    rows = [
+        "| tensor data | wasinn guest → host | wasinn host → guest | wasmtime-py guest → host | "
+        "wasmtime-py host → guest |",
+        "|---|---|---|---|---|",
+    ]
+    for size in sorted({r["bytes"] for r in results.components}):
+        ours, theirs = by.get((size, "wasinn")), by.get((size, "wasmtime-py"))
+        cells = [f"{r[k]:.1f} ms" if r else "–" for r in (ours, theirs) for k in ("to_host_ms", "to_guest_ms")]
+        rows.append(f"| {_bytes(size)} | {' | '.join(cells)} |")
+    return "\n".join(rows)
+
+
+def _bytes(n: int) -> str:
+    if n >= 1024 * 1024:
+        return f"{n / 1024 / 1024:g} MiB"
+    return f"{n // 1024} KiB" if n % 1024 == 0 else f"{n / 1000:g} KB"
+
+
 def _signed(value: float) -> str:
     return ("+" if value >= 0 else "−") + _us(abs(value))
 
@@ -96,6 +117,9 @@ def goals(results: Results) -> str:
             1.0,
             f"{value:.2f} host copies per byte moved" if value is not None else "",
         )
+    comp = {r["bytes"]: r for r in results.components if r["path"] == "wasinn"}.get(602112)
+    both = comp["to_host_ms"] + comp["to_guest_ms"] if comp else None
+    add("component model: a 602 KB tensor both ways in < 5 ms", both, 5.0, f"{both:.1f} ms" if both else "")
     sw, st = results.startup.get(("wasinn", "openvino")), results.startup.get(("wasmtime", "openvino"))
     ws, ts = (min(sw) if sw else None), (min(st) if st else None)
     add(
@@ -183,6 +207,25 @@ the guest's own loop):
 
 A negative share means the library ran faster there than when called natively (a different output
 allocation path, or noise: compare only within one run).
+
+## Components: tensor data through `list<u8>`
+
+A component's tensors cross as `list<u8>` (`[constructor]tensor` guest → host, `tensor.data()` host →
+guest); `python -m benchmarks.components` times one call each way with the conformance suite's generated
+components (median of 5), on wasinn's `WitBinding` and on the same functions written with wasmtime-py's
+own conversions:
+
+{components(results)}
+
+wasinn reads and writes wasmtime's C value arrays with numpy (a column of payload bytes in an array of
+32-byte tagged values) instead of wasmtime-py's Python loop over every element: about 10× faster guest →
+host and more host → guest. What remains is inside wasmtime's C API, which the Python host cannot
+bypass: it lifts the list into one 32-byte value per byte and converts those (≈ 65 ns per byte), and it
+charges 32 units of its hostcall fuel (128 MiB per call, not settable from the C API) per element, so
+one call cannot move more than about 4 MiB: a larger tensor, or a model through `load`, traps with
+"fuel allocated for hostcalls has been exhausted". Components therefore get their models by name
+(`load-by-name`); tensors up to a few MB work. Core modules (`wasi_ephemeral_nn`) have none of this:
+the host reads their memory directly.
 
 ## Start-up
 

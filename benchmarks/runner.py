@@ -10,6 +10,7 @@ figure; start-up is measured separately as the wall time of a whole run with one
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -21,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .models import FILES, SHAPES, folder
 
@@ -139,6 +141,7 @@ class Results:
     precision: str = "default"
     rounds: int = 0
     quick: bool = False
+    components: list[dict[str, Any]] = field(default_factory=list)
 
     def cell(self, backend: str, workload: str, host: str) -> Cell:
         return self.cells.setdefault((backend, workload, host), Cell())
@@ -160,7 +163,7 @@ def run(
     results = Results(precision=precision, rounds=rounds, quick=quick)
     jobs = [(b, w) for b in backends for w in workloads]
     per_job = 3 + (1 if wasmtime else 0)
-    progress = Progress(rounds * len(jobs) * per_job + 2 * (2 if wasmtime else 1), quiet)
+    progress = Progress(rounds * len(jobs) * per_job + 2 * (2 if wasmtime else 1) + 1, quiet)
     for _ in range(rounds):  # interleaved: every configuration once per round
         for backend, workload in jobs:
             n = iterations[workload]
@@ -184,6 +187,10 @@ def run(
                     parse_loop(run_once(command, env).stdout, "wasmtime")
                 )
                 progress.step(f"{backend} {workload} wasmtime")
+    # the component model's list<u8>, both directions, wasinn's conversion against wasmtime-py's
+    components = run_once([sys.executable, "-m", "benchmarks.components", *(["--quick"] if quick else [])])
+    results.components = json.loads(components.stdout)
+    progress.step("component data")
     # start-up: a whole run with one inference, process start to exit, on the MobileNet-size model
     workload = "mnet" if "mnet" in workloads else workloads[0]
     for _ in range(2):

@@ -252,7 +252,7 @@ def test_unknown_backend_is_a_usage_error():
     assert result.returncode == 4 and "no installed backend is called nosuch" in (result.stdout + result.stderr)
 
 
-def test_an_unusable_target_skips_both_layers_with_the_probe_reason():
+def test_an_unusable_target_skips_every_layer_with_the_probe_reason():
     """No GPU here (or on CI): every case for gpu is skipped with onnxruntime's reason, none fails."""
     from wasinn_core import ExecutionTarget
     from wasinn_onnx import backend_spec
@@ -264,7 +264,7 @@ def test_an_unusable_target_skips_both_layers_with_the_probe_reason():
     result, report = conformance("--backend", "onnxruntime", "--target", "gpu")
     assert result.returncode == 0, result.stdout[-3000:]
     layers = {c["layer"] for c in report["cases"]}
-    assert layers == {"abi", "backend"}
+    assert layers == {"abi", "component", "backend"}
     for case in report["cases"]:
         assert case["outcome"] == "skipped" and "cannot use gpu here" in case["message"], case
         assert availability.reason in case["message"]

@@ -254,7 +254,7 @@ def test_relative_links_resolve(page):
 
 
 USER_ERRORS = {"InvalidArgument", "InvalidEncoding", "MissingMemory", "Busy", "BackendError", "UnsupportedOperation"}
-USER_ERRORS |= {"TooLarge", "NotFound", "UsageError", "GuestError", "PluginError", "ConfigError"}
+USER_ERRORS |= {"TooLarge", "NotFound", "UsageError", "GuestError", "PluginError", "ConfigError", "Trap"}
 
 
 def _literal_parts(node: ast.expr) -> list[str]:

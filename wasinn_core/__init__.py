@@ -11,6 +11,8 @@ Embedding in a few lines::
     linker.define_wasi()
     nn = host.add_to_linker(linker, store)            # wasi_ephemeral_nn for this store
     instance = linker.instantiate(store, wasmtime.Module.from_file(engine, "guest.wasm"))
+
+Components get ``wasi:nn`` (WIT, both versions) the same way, from ``host.add_to_component_linker``.
 """
 
 from __future__ import annotations
@@ -50,10 +52,11 @@ from ._host import Host, read_model_files
 from ._linking import add_to_linker, fast_path_available
 from ._plugins import ENTRY_POINT_GROUP, PluginInfo, PluginManager
 from ._registry import GraphInfo, LoadedGraph, Registry
-from ._run import EXIT_TRAP, RunSpec, run_command
+from ._run import EXIT_TRAP, GuestError, RunSpec, is_component, run_command
 from ._session import Session
 from ._stats import COPIES, HostStats, record_copy
 from ._types import ExecutionTarget, GraphEncoding, Tensor, TensorType
+from ._wit import WIT_VERSIONS, WitBinding
 from ._witx import WitxBinding
 
 __all__ = [
@@ -63,6 +66,7 @@ __all__ = [
     "KNOWN_FEATURES",
     "NN_GRAPH_FILES",
     "PLUGIN_API_VERSION",
+    "WIT_VERSIONS",
     "Availability",
     "Backend",
     "BackendError",
@@ -77,6 +81,7 @@ __all__ = [
     "Graph",
     "GraphEncoding",
     "GraphInfo",
+    "GuestError",
     "Host",
     "HostStats",
     "InvalidArgument",
@@ -99,12 +104,14 @@ __all__ = [
     "TooLarge",
     "UnsupportedOperation",
     "WasiNNError",
+    "WitBinding",
     "WitxBinding",
     "__version__",
     "add_to_linker",
     "fast_path_available",
     "hookimpl",
     "hookspec",
+    "is_component",
     "parse_seconds",
     "parse_size",
     "read_model_files",

@@ -188,6 +188,17 @@ class Host:
 
         return add_to_linker(linker, store, self.new_session(limits), binding_class=self.binding_class or WitxBinding)
 
+    def add_to_component_linker(
+        self, linker: component.Linker, store: wasmtime.Store, *, limits: Limits | None = None
+    ) -> WitBinding:
+        """Define ``wasi:nn`` (WIT, both versions in :data:`~wasinn_core.WIT_VERSIONS`) in a component
+        ``linker`` for ``store``; the binding's resources and session belong to that store."""
+        from ._wit import WitBinding
+
+        binding = WitBinding(self.new_session(limits))
+        binding.define(linker)
+        return binding
+
     def close(self) -> None:
         """Release named models and backends."""
         for loaded in self._named.values():
@@ -197,4 +208,7 @@ class Host:
 
 
 if TYPE_CHECKING:
+    from wasmtime import component
+
+    from ._wit import WitBinding
     from ._witx import WitxBinding

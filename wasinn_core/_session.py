@@ -310,6 +310,27 @@ class Session:
         if limit is not None and nbytes > limit:
             raise TooLarge(f"{what} tensor is {nbytes} bytes, over the limit of {limit} (max_tensor_bytes)")
 
+    def hold_tensor(self, nbytes: int, what: str) -> None:
+        """Charge a tensor the host keeps for the guest (a WIT tensor resource) to this instance.
+
+        ``TooLarge`` when it is over ``max_tensor_bytes`` or would pass ``max_host_memory_bytes``;
+        :meth:`release_tensor` gives the bytes back.
+        """
+        self._check_tensor_size(nbytes, what)
+        with self._lock:
+            self._charge(nbytes, f"{what} tensor of")
+
+    def release_tensor(self, nbytes: int) -> None:
+        """Give back what :meth:`hold_tensor` charged."""
+        with self._lock:
+            self._held -= nbytes
+
+    def output_names(self, ctx: int) -> list[str]:
+        """The names of the outputs of the last compute, in order (for the named WIT ABIs)."""
+        entry = self._context(ctx)
+        with _library_errors():
+            return [str(name) for name in entry.context.output_names()]
+
     def compute(self, ctx: int) -> None:
         """Run inference on a context."""
         entry = self._context(ctx)

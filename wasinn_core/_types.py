@@ -15,6 +15,8 @@ from typing import Any, final
 import numpy as np
 import numpy.typing as npt
 
+from ._errors import InvalidArgument
+
 __all__ = [
     "ExecutionTarget",
     "GraphEncoding",
@@ -140,6 +142,20 @@ class Tensor:
     def nbytes(self) -> int:
         """Byte size of the data (∏ dimensions × element size)."""
         return math.prod(self.dimensions) * self.type.itemsize
+
+    @classmethod
+    def from_buffer(cls, dimensions: tuple[int, ...], type: TensorType, buffer: npt.NDArray[Any]) -> Tensor:
+        """View ``buffer``'s bytes as a tensor; ``InvalidArgument`` if their number does not fit the dimensions."""
+        expected = math.prod(dimensions) * type.itemsize
+        if buffer.nbytes != expected:
+            raise InvalidArgument(
+                f"data length {buffer.nbytes} != {expected} bytes (dimensions {list(dimensions)} × {type.value})"
+            )
+        try:
+            dtype = type.numpy_dtype
+        except ImportError:
+            raise InvalidArgument(f"{type.value} tensors need the ml_dtypes package on the host") from None
+        return cls(dimensions, type, buffer.view(dtype).reshape(dimensions))
 
     @classmethod
     def from_array(cls, array: npt.ArrayLike) -> Tensor:

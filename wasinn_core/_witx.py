@@ -14,7 +14,6 @@ A graph builder array is ``len`` consecutive ``{ptr u32, len u32}`` entries.
 from __future__ import annotations
 
 import logging
-import math
 import struct
 import traceback
 from collections.abc import Callable
@@ -247,13 +246,7 @@ class WitxBinding:
             )
         dims = struct.unpack(f"<{len(dims_raw) // 4}I", dims_raw)
         check_span(view, data_ptr, data_len, "tensor data")
-        expected = math.prod(dims) * ttype.itemsize
-        if data_len != expected:
-            raise InvalidArgument(
-                f"data length {data_len} != {expected} bytes (dimensions {list(dims)} × {ttype.value})"
-            )
-        data = view[data_ptr : data_ptr + data_len].view(ttype.numpy_dtype).reshape(dims)
-        return Tensor(dims, ttype, data)
+        return Tensor.from_buffer(dims, ttype, view[data_ptr : data_ptr + data_len])
 
     def _compute(self, caller: Any, ctx: int) -> None:
         self.session.compute(ctx)

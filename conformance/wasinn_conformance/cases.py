@@ -3,6 +3,7 @@
 A case id is stable and human-readable; expectations files refer to it:
 
     abi/<case>                                          ABI layer (guest abi.wasm, abi_ext.wasm, ...)
+    component/<wit-version>/<case>                      component layer (generated WAT components)
     backend/<encoding>/<format>/<target>/<dtype>/<family>[/<variant>]   backend layer
 """
 
@@ -12,7 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal, final
 
-Layer = Literal["abi", "backend"]
+from .components import COMPONENT_CASES, VERSIONS
+
+Layer = Literal["abi", "component", "backend"]
 
 #: Tensor types of the backend layer, in report order.
 DTYPES = ("f16", "bf16", "f32", "f64", "u8", "i32", "i64")
@@ -224,6 +227,8 @@ class Case:
         """The capability-matrix row: (backend or runtime, encoding or 'abi', target, dtype)."""
         if self.layer == "abi":
             return (self.backend, "abi", self.target, "-")
+        if self.layer == "component":
+            return (self.backend, f"wit@{self.variant.removeprefix('0.2.0-rc-')}", self.target, "-")
         return (self.backend, f"{self.encoding}/{self.format}", self.target, self.dtype)
 
 
@@ -274,4 +279,27 @@ def abi_cases(backend: str, encoding: str, target: str) -> list[Case]:
             guest=c.guest,
         )
         for c in ABI_CASES
+    ]
+
+
+def component_cases(backend: str, encoding: str, target: str) -> list[Case]:
+    """Every component-layer case, for each wasi:nn WIT version, with ``backend``'s encoding as the model format."""
+    fmt = FORMATS[encoding][0]
+    return [
+        Case(
+            f"component/{version}/{c.name}",
+            "component",
+            backend,
+            encoding,
+            target,
+            family=c.name,
+            variant=version,
+            format=fmt,
+            requires=c.requires,
+            doc=c.doc,
+            guest="component",
+        )
+        for version in VERSIONS
+        for c in COMPONENT_CASES
+        if version in c.versions
     ]

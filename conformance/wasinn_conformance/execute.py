@@ -9,13 +9,23 @@ from pathlib import Path
 
 import numpy as np
 
-from wasinn_core import ExecutionTarget, GraphEncoding, Registry, Tensor
+from wasinn_core import ExecutionTarget, GraphEncoding, Host, Registry, Tensor
 
 from . import models
 from .cases import Case
-from .runtimes import GUEST_MODELS, MODEL_NAME, Runtime
+from .components import component_case
+from .runtimes import GUEST_MODELS, MODEL_NAME, Runtime, WasinnRuntime
 
-__all__ = ["GUESTS", "WITX_ENCODING", "WITX_TARGET", "abi_arguments", "run_abi_case", "run_backend_case", "tolerances"]
+__all__ = [
+    "GUESTS",
+    "WITX_ENCODING",
+    "WITX_TARGET",
+    "abi_arguments",
+    "run_abi_case",
+    "run_backend_case",
+    "run_component_case",
+    "tolerances",
+]
 
 GUESTS = Path(str(resources.files("wasinn_conformance") / "guests"))
 WITX_ENCODING = {
@@ -118,6 +128,52 @@ def run_abi_case(case: Case, runtime: Runtime, args: list[str]) -> None:
         return
     text = "\n".join(part for part in (result.stdout.strip(), _head(result.stderr)) if part)
     raise CaseFailure(f"{case.family}: exit {result.exit_code}\n{text}")
+
+
+def run_component_case(case: Case, runtime: Runtime, wat: Path) -> None:
+    """Run a component case: in-process on wasinn (with its leak checks), else as a command on ``runtime``."""
+    if isinstance(runtime, WasinnRuntime):
+        _run_component_in_process(case, runtime.host, wat)
+        return
+    result = runtime.run(wat, [])
+    if result.exit_code != 0:
+        raise CaseFailure(
+            f"{case.family}: exit {result.exit_code} (on wasinn the case reports its failing step)\n"
+            f"{_head(result.stderr)}"
+        )
+
+
+def _run_component_in_process(case: Case, host: Host, wat: Path) -> None:
+    import wasmtime
+    from wasmtime import component
+
+    engine = wasmtime.Engine()
+    store = wasmtime.Store(engine)
+    guest = component.Component.from_file(engine, str(wat))
+    linker = component.Linker(engine)
+    binding = host.add_to_component_linker(linker, store)
+    try:
+        instance = linker.instantiate(store, guest)
+        run = instance.get_func(store, "case")
+        step = run(store)
+        run.post_return(store)
+        if step:
+            why = component_case(case.family).steps.get(step, "?")
+            raise CaseFailure(f"{case.family} (wasi:nn@{case.variant}): step {step}: {why}")
+        leaks = [
+            f"{count} {what}"
+            for count, what in (
+                (len(binding.tensors), "tensor resources"),
+                (len(binding.errors), "error resources"),
+                (binding.session.live_graphs, "graphs"),
+                (binding.session.live_contexts, "execution contexts"),
+            )
+            if count
+        ]
+        if leaks:
+            raise CaseFailure(f"{case.family}: the host still holds {', '.join(leaks)} that the guest dropped")
+    finally:
+        binding.session.close()
 
 
 # wasm backtrace frames ("0:  0x5e63 - <unknown>!..."), Rust frames ("12: tokio::..."), and their notes

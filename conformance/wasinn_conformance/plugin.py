@@ -22,7 +22,7 @@ from .runtimes import CommandRuntime, python_command, wasmtime_runtime
 from .suite import Result, Suite
 
 SUITE_KEY = pytest.StashKey[Suite]()
-CASE_FIXTURES = {"backend_case": "backend", "abi_case": "abi"}
+CASE_FIXTURES = {"backend_case": "backend", "abi_case": "abi", "component_case": "component"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -37,9 +37,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--wasinn-target", default="cpu", choices=("cpu", "gpu", "tpu"), help="execution target")
     group.addoption(
         "--wasinn-layer",
-        choices=("abi", "backend", "all"),
+        choices=("abi", "component", "backend", "all"),
         default=None,
-        help="which layer to run (default: all; abi with --wasinn-runtime)",
+        help="which layer to run (default: all; abi and component with --wasinn-runtime)",
     )
     group.addoption(
         "--wasinn-expectations",
@@ -88,7 +88,7 @@ def suite_of(config: pytest.Config) -> Suite:
     suite = config.stash.get(SUITE_KEY, None)
     if suite is None:
         runtime = _runtime(config)
-        layer = config.getoption("--wasinn-layer") or ("abi" if runtime else "all")
+        layer = config.getoption("--wasinn-layer") or "all"
         expectations = Expectations()
         if runtime is not None and runtime.name == "wasmtime":
             shipped = resources.files("wasinn_conformance") / "expectations" / "wasmtime-49.toml"
@@ -100,7 +100,7 @@ def suite_of(config: pytest.Config) -> Suite:
                 backends=config.getoption("--wasinn-backend"),
                 target=config.getoption("--wasinn-target"),
                 runtime=runtime,
-                layers=frozenset({"abi", "backend"} if layer == "all" else {layer}),
+                layers=frozenset({"abi", "component", "backend"} if layer == "all" else {layer}),
                 expectations=expectations,
             )
         except ValueError as exc:

@@ -17,7 +17,10 @@ __all__ = ["OUTCOMES", "SUITE_VERSION", "json_report", "matrix", "write_json"]
 
 SUITE_VERSION = "0.1.0"
 #: The ABI the suite grades: the witx module and the wasi-nn commit its numbering comes from.
-ABI = "wasi_ephemeral_nn (witx, wasi-nn 71320d9; WasmEdge extensions)"
+ABI = (
+    "wasi_ephemeral_nn (witx, wasi-nn 71320d9; WasmEdge extensions); "
+    "wasi:nn@0.2.0-rc-2024-10-28 and wasi:nn@0.2.0-rc-2024-08-19 (WIT)"
+)
 OUTCOMES = ("passed", "failed", "skipped", "xfailed", "xpassed")
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 from wasinn_core import Config, ExecutionTarget, GraphEncoding, Host, PluginManager, TensorType
 
 from . import execute
-from .cases import FORMATS, Case, abi_cases, backend_cases
+from .cases import FORMATS, Case, abi_cases, backend_cases, component_cases
+from .components import component_case, component_wat, reference_model
 from .expectations import Expectations
 from .models import ModelStore
-from .runtimes import CommandRuntime, Runtime, WasinnRuntime
+from .runtimes import MODEL_NAME, CommandRuntime, Runtime, WasinnRuntime
 
 __all__ = ["Result", "Suite"]
 
@@ -44,7 +45,7 @@ class Suite:
     backends: list[str] | None = None
     target: str = "cpu"
     runtime: CommandRuntime | None = None
-    layers: frozenset[str] = frozenset({"abi", "backend"})
+    layers: frozenset[str] = frozenset({"abi", "component", "backend"})
     expectations: Expectations = field(default_factory=Expectations)
     plugins: PluginManager = field(default_factory=PluginManager)
     host_class: type[Host] = Host
@@ -77,22 +78,24 @@ class Suite:
     def cases(self, layer: str) -> list[Case]:
         if layer not in self.layers:
             return []
-        if layer == "abi" and self.runtime is not None:
-            return abi_cases(self.runtime.name, self.runtime.encoding, self.target)
+        by_runtime = {"abi": abi_cases, "component": component_cases}
+        if self.runtime is not None:
+            make = by_runtime.get(layer)
+            return make(self.runtime.name, self.runtime.encoding, self.target) if make else []
         out: list[Case] = []
         for name in self.selected():
             spec = self.specs[name]
             if layer == "backend":
                 out += backend_cases(name, [e.value for e in spec.encodings], self.target)
             elif (encoding := self.abi_encoding(name)) is not None:
-                out += abi_cases(name, encoding, self.target)
+                out += by_runtime[layer](name, encoding, self.target)
         return out
 
     # -- capabilities ------------------------------------------------------------------------------------
 
     def missing(self, case: Case) -> str | None:
         """Why ``case`` cannot run here, or ``None``; such a case is skipped, never failed."""
-        if case.layer == "abi":
+        if case.layer in ("abi", "component"):
             return self._missing_abi(case)
         spec = self.specs[case.backend]
         unusable = self._unusable_target(case)
@@ -162,6 +165,16 @@ class Suite:
         files = sorted(folder.iterdir())
         return sorted(files, key=lambda p: p.suffix != ".xml")  # OpenVINO: xml first
 
+    def component_wat(self, case: Case) -> Path:
+        """The WAT file of a component case, generated around the ABI layer's model."""
+        path = self.root / "components" / case.format / case.variant / f"{case.family}.wat"
+        if not path.exists():
+            files = self.abi_models(case)
+            model = reference_model(MODEL_NAME, case.encoding, case.format, [p.read_bytes() for p in files])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(component_wat(case.variant, component_case(case.family), model))
+        return path
+
     def runtime_for(self, case: Case) -> Runtime:
         if self.runtime is not None:
             self.runtime.models = self.abi_models(case)[0].parent
@@ -180,6 +193,9 @@ class Suite:
         if case.layer == "backend":
             return execute.run_backend_case(case, self.host.registry, self.models, self.tolerances)
         runtime = self.runtime_for(case)
+        if case.layer == "component":
+            execute.run_component_case(case, runtime, self.component_wat(case))
+            return f"{runtime.name} {runtime.version}"
         args = execute.abi_arguments(
             case, self.abi_models(case), self.unsupported_encoding(), self.unavailable_target(case)
         )

@@ -33,7 +33,7 @@ $(VENV)/.demo-%: $(BIN)/python pyproject.toml plugins/%/pyproject.toml
 $(VENV)/.dev: $(BIN)/python pyproject.toml plugins/*/pyproject.toml conformance/pyproject.toml \
               examples/plugin-template/pyproject.toml
 	$(PIP) install -e '.[dev]' -e plugins/onnx -e plugins/pytorch -e plugins/openvino $(TORCH) onnxscript onnx \
-	    -e 'conformance[wasmtime]' -e examples/plugin-template
+	    -e 'plugins/remote[loopback]' -e 'conformance[wasmtime]' -e examples/plugin-template
 	touch $@
 
 demo: $(VENV)/.demo-$(BACKEND)  ## classify the shipped digit images in a wasm guest (default: ONNX Runtime)

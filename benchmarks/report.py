@@ -62,6 +62,27 @@ def breakdown(results: Results) -> str:
     return "\n".join(rows)
 
 
+def remote(results: Results) -> str:
+    """The onnx workloads through the remote backend on loopback, beside the local run."""
+    rows = [
+        "| workload | native onnxruntime | wasinn, local onnxruntime | wasinn → remote (loopback) | remote / local |",
+        "|---|---|---|---|---|",
+    ]
+    for workload in WORKLOADS:
+        far = results.cells.get(("onnx", workload, "remote"))
+        if far is None:
+            continue
+        native, local = results.cells.get(("onnx", workload, "native")), results.cells.get(("onnx", workload, "wasinn"))
+        rows.append(
+            f"| {WORKLOAD_TEXT[workload]} | {_us(native.median if native else None)} | "
+            f"{_us(local.median if local else None)} | {_us(far.median)} | "
+            f"{_ratio(far.median, local.median if local else None)} |"
+        )
+    if len(rows) == 2:
+        return "Not measured: the loopback server needs `wasinn-remote[loopback]` (kserve)."
+    return "\n".join(rows)
+
+
 def components(results: Results) -> str:
     """``list<u8>`` through the component model, per size and direction, wasinn against wasmtime-py."""
     by = {(r["bytes"], r["path"]): r for r in results.components}
@@ -207,6 +228,16 @@ the guest's own loop):
 
 A negative share means the library ran faster there than when called natively (a different output
 allocation path, or noise: compare only within one run).
+
+## Remote backend over loopback
+
+The same guest and ONNX model through the [remote backend](backends/remote.md): wasinn-remote uploads
+the guest's model to a KServe server on loopback (`python -m wasinn_remote.loopback`, onnxruntime
+inside, REST), and every inference is an Open Inference Protocol request. The difference is the price
+of a network hop (serialisation, HTTP, the server's own Python), paid on loopback; on a cluster add
+the network.
+
+{remote(results)}
 
 ## Components: tensor data through `list<u8>`
 

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .models import FILES, SHAPES, folder
+from .remote import WORKLOADS as REMOTE_WORKLOADS
+from .remote import loopback
 
 ROOT = Path(__file__).resolve().parents[1]
 GUEST = ROOT / "guests" / "wasm" / "classify.wasm"
@@ -164,6 +166,44 @@ def run(
     jobs = [(b, w) for b in backends for w in workloads]
     per_job = 3 + (1 if wasmtime else 0)
     progress = Progress(rounds * len(jobs) * per_job + 2 * (2 if wasmtime else 1) + 1, quiet)
+    with loopback() as remote_config:
+        remote = (
+            [("onnx", w) for w in workloads if w in REMOTE_WORKLOADS and "onnx" in backends] if remote_config else []
+        )
+        progress.total += rounds * len(remote)
+        _rounds(results, rounds, jobs, remote, iterations, config, remote_config, precision, wasmtime, progress)
+    # the component model's list<u8>, both directions, wasinn's conversion against wasmtime-py's
+    components = run_once([sys.executable, "-m", "benchmarks.components", *(["--quick"] if quick else [])])
+    results.components = json.loads(components.stdout)
+    progress.step("component data")
+    # start-up: a whole run with one inference, process start to exit, on the MobileNet-size model
+    workload = "mnet" if "mnet" in workloads else workloads[0]
+    for _ in range(2):
+        start = time.perf_counter()
+        run_once(wasinn_command("openvino", workload, 1, config))
+        results.startup.setdefault(("wasinn", "openvino"), []).append(time.perf_counter() - start)
+        progress.step("start-up wasinn")
+        if wasmtime:
+            command, env = wasmtime_command(workload, 1)
+            start = time.perf_counter()
+            run_once(command, env)
+            results.startup.setdefault(("wasmtime", "openvino"), []).append(time.perf_counter() - start)
+            progress.step("start-up wasmtime")
+    return results
+
+
+def _rounds(
+    results: Results,
+    rounds: int,
+    jobs: list[tuple[str, str]],
+    remote: list[tuple[str, str]],
+    iterations: dict[str, int],
+    config: Path,
+    remote_config: Path | None,
+    precision: str,
+    wasmtime: bool,
+    progress: Progress,
+) -> None:
     for _ in range(rounds):  # interleaved: every configuration once per round
         for backend, workload in jobs:
             n = iterations[workload]
@@ -187,24 +227,12 @@ def run(
                     parse_loop(run_once(command, env).stdout, "wasmtime")
                 )
                 progress.step(f"{backend} {workload} wasmtime")
-    # the component model's list<u8>, both directions, wasinn's conversion against wasmtime-py's
-    components = run_once([sys.executable, "-m", "benchmarks.components", *(["--quick"] if quick else [])])
-    results.components = json.loads(components.stdout)
-    progress.step("component data")
-    # start-up: a whole run with one inference, process start to exit, on the MobileNet-size model
-    workload = "mnet" if "mnet" in workloads else workloads[0]
-    for _ in range(2):
-        start = time.perf_counter()
-        run_once(wasinn_command("openvino", workload, 1, config))
-        results.startup.setdefault(("wasinn", "openvino"), []).append(time.perf_counter() - start)
-        progress.step("start-up wasinn")
-        if wasmtime:
-            command, env = wasmtime_command(workload, 1)
-            start = time.perf_counter()
-            run_once(command, env)
-            results.startup.setdefault(("wasmtime", "openvino"), []).append(time.perf_counter() - start)
-            progress.step("start-up wasmtime")
-    return results
+        for backend, workload in remote:  # the same guest and model through the remote backend, on loopback
+            n = iterations[workload]
+            assert remote_config is not None
+            guest = run_once(wasinn_command(backend, workload, n, remote_config))
+            results.cell(backend, workload, "remote").medians.append(parse_loop(guest.stdout, "wasinn remote"))
+            progress.step(f"{backend} {workload} remote")
 
 
 def machine() -> str:

@@ -212,7 +212,7 @@ def test_every_config_key_is_documented():
             assert f"models[].{key}" in text, key
 
 
-@pytest.mark.parametrize("plugin", ["onnx", "pytorch", "openvino"])
+@pytest.mark.parametrize("plugin", ["onnx", "pytorch", "openvino", "remote"])
 def test_every_backend_option_is_documented(plugin):
     import importlib
 

@@ -89,6 +89,10 @@ KNOWN_FEATURES = frozenset(
         "dynamic_batch",  # a dynamic first dimension
         "shape_checks",  # rank/static dimensions checked before or at compute (invalid_argument)
         "type_checks",  # input tensor types checked against the model (invalid_argument)
+        # model formats, ENCODING:FORMAT. A backend declaring any of them is tested on those formats only
+        # (the pytorch ones are required for their formats in any case).
+        "onnx:onnx",  # ONNX files
+        "openvino:ir",  # OpenVINO IR (xml + weights)
         "pytorch:torchscript",  # TorchScript archives
         "pytorch:exported_program",  # torch.export archives
     }
@@ -119,7 +123,9 @@ class BackendSpec:
     :param factory: creates the :class:`Backend`; called once, lazily.
     :param encodings: each claimed encoding with its default preference; when
         several backends claim one encoding, the higher preference is tried
-        first unless the config orders them (dedicated engines use 100).
+        first unless the config orders them (dedicated engines use 100). A
+        preference of 0 claims the encoding only for models pinned to the
+        backend or where the config's preferences name it.
     :param targets: the execution targets the backend can ever serve.
     :param probe: ``probe(target, options)`` tells whether ``target`` is
         available here with these backend options, and why not.

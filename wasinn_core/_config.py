@@ -108,7 +108,7 @@ class ModelConfig:
     :param name: the name the guest asks for.
     :param encoding: its graph encoding.
     :param targets: targets to try in order (``("gpu",)``; ``auto`` is gpu then cpu).
-    :param paths: its files (OpenVINO: xml then bin).
+    :param paths: its files (OpenVINO: xml then bin); none for a model its pinned backend serves by itself.
     :param backend: pin this backend, or ``None`` to let the registry choose.
     :param options: backend options for this model, over ``[backends.NAME]``.
     :param fallback: overrides the global fallback policy for this model.
@@ -299,15 +299,25 @@ class _Parser:
         for required in ("name", "encoding"):
             if required not in table:
                 raise self.error(f"{key}.{required}", "missing required key")
-        if ("paths" in table) == ("path" in table):
+        if "paths" in table and "path" in table:
             raise self.error(f"{key}.paths", "give exactly one of 'paths' (a list) or 'path'")
+        if "paths" not in table and "path" not in table and "backend" not in table:
+            raise self.error(
+                f"{key}.paths",
+                "give exactly one of 'paths' (a list) or 'path' (only a model a backend serves by itself, "
+                "with backend = ..., e.g. a remote server's, has no files)",
+            )
         name = self.string(table["name"], f"{key}.name")
         try:
             encoding = GraphEncoding.parse(self.string(table["encoding"], f"{key}.encoding"))
         except ValueError as exc:
             raise self.error(f"{key}.encoding", str(exc)) from None
         targets = self.targets(table.get("target", "cpu"), f"{key}.target")
-        raw_paths = self.strings(table.get("paths", table.get("path")), f"{key}.paths")
+        raw_paths = (
+            self.strings(table.get("paths", table.get("path")), f"{key}.paths")
+            if ("paths" in table or "path" in table)
+            else ()
+        )
         paths = tuple((self.base_dir / p).resolve() for p in raw_paths)
         backend = self.string(table["backend"], f"{key}.backend") if "backend" in table else None
         fallback = self.fallback(table["fallback"], f"{key}.fallback") if "fallback" in table else None

@@ -141,11 +141,12 @@ class Registry:
         return [s for s in self._ordered(encoding, target) if target in s.targets]
 
     def _ordered(self, encoding: GraphEncoding, target: ExecutionTarget | None) -> list[BackendSpec]:
-        claimers = [s for s in self.specs.values() if encoding in s.encodings]
         prefs: list[str] = []
         if target is not None:
             prefs += self.config.preferences.get(f"{encoding.value}:{target.value}", ())
         prefs += self.config.preferences.get(encoding.value, ())
+        # a preference of 0 claims the encoding only where the config names the backend (pins, preferences)
+        claimers = [s for s in self.specs.values() if s.encodings.get(encoding, 0) > 0 or s.name in prefs]
         rank = {name: i for i, name in reversed(list(enumerate(prefs)))}
         return sorted(claimers, key=lambda s: (rank.get(s.name, len(prefs)), -s.encodings[encoding], s.name))
 

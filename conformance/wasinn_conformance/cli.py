@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", choices=("cpu", "gpu", "tpu"), default="cpu", help="execution target")
     parser.add_argument("--layer", choices=("abi", "component", "backend", "all"), help="which layer to run")
     parser.add_argument("--json", metavar="FILE", help="write the JSON report here")
+    parser.add_argument("--config", metavar="FILE", help="embedder config (wasinn.toml) with the backends' options")
     parser.add_argument(
         "--expectations",
         action="append",
@@ -64,6 +65,7 @@ def pytest_arguments(argv: Sequence[str] | None = None) -> list[str]:
     for flag, value in [
         ("--wasinn-layer", args.layer),
         ("--wasinn-json", args.json),
+        ("--wasinn-config", args.config),
         ("--wasinn-runtime", args.runtime),
         ("--wasinn-runtime-name", args.runtime_name),
         ("--wasinn-runtime-encoding", args.runtime_encoding),

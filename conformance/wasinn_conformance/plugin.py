@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from wasinn_core import Config, ConfigError
+
 from .cases import Case
 from .expectations import Expectations
 from .report import json_report, matrix, write_json
@@ -49,6 +51,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="expectations file (TOML, version = 1) with known skips and expected failures",
     )
     group.addoption("--wasinn-json", metavar="FILE", help="write the JSON report here")
+    group.addoption(
+        "--wasinn-config",
+        metavar="FILE",
+        help="an embedder config (wasinn.toml) whose backend options the suite uses, e.g. a remote server's URL",
+    )
     group.addoption(
         "--wasinn-runtime",
         metavar="RUNTIME",
@@ -96,14 +103,17 @@ def suite_of(config: pytest.Config) -> Suite:
         for path in config.getoption("--wasinn-expectations"):
             expectations = expectations.merged(Expectations.load(path))
         try:
+            path = config.getoption("--wasinn-config")
+            embedder = Config.from_file(path) if path else None
             suite = Suite(
+                config=embedder,
                 backends=config.getoption("--wasinn-backend"),
                 target=config.getoption("--wasinn-target"),
                 runtime=runtime,
                 layers=frozenset({"abi", "component", "backend"} if layer == "all" else {layer}),
                 expectations=expectations,
             )
-        except ValueError as exc:
+        except (ValueError, ConfigError) as exc:
             raise pytest.UsageError(str(exc)) from None
         config.stash[SUITE_KEY] = suite
     return suite

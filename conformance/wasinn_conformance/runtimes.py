@@ -16,9 +16,10 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from wasinn_core import Config, Host, PluginManager
 from wasinn_core.testing import GuestRun as RunResult
@@ -56,6 +57,7 @@ class WasinnRuntime:
         models: Path,
         plugins: PluginManager,
         host_class: type[Host] = Host,
+        backends: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         import wasinn_core
 
@@ -71,6 +73,7 @@ class WasinnRuntime:
                 ],
                 "preferences": {encoding: [backend]},  # guest load() must reach the backend under test
                 "limits": LIMITS,
+                "backends": {name: dict(options) for name, options in (backends or {}).items()},
             },
             source="<conformance>",
         )

@@ -40,6 +40,7 @@ class Suite:
     :param target: the execution target of every case.
     :param runtime: an external runtime for the ABI layer (``None``: wasinn itself).
     :param layers: which layers run.
+    :param config: an embedder config whose backend options (``[backends.NAME]``) the suite's hosts use.
     """
 
     backends: list[str] | None = None
@@ -49,12 +50,13 @@ class Suite:
     expectations: Expectations = field(default_factory=Expectations)
     plugins: PluginManager = field(default_factory=PluginManager)
     host_class: type[Host] = Host
+    config: Config | None = None
     results: list[Result] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="wasinn-conformance-"))
         self.models = ModelStore(self.root / "models")
-        self.host = Host(Config(source="<conformance>"), plugins=self.plugins)
+        self.host = Host(self.config or Config(source="<conformance>"), plugins=self.plugins)
         self.specs = {s.name: s for s in self.plugins.backends()}
         self.tolerances = execute.tolerances()
         self._runtimes: dict[str, Runtime] = {}
@@ -86,7 +88,7 @@ class Suite:
         for name in self.selected():
             spec = self.specs[name]
             if layer == "backend":
-                out += backend_cases(name, [e.value for e in spec.encodings], self.target)
+                out += backend_cases(name, [e.value for e, p in spec.encodings.items() if p > 0], self.target)
             elif (encoding := self.abi_encoding(name)) is not None:
                 out += by_runtime[layer](name, encoding, self.target)
         return out
@@ -101,6 +103,9 @@ class Suite:
         unusable = self._unusable_target(case)
         if unusable is not None:
             return unusable
+        formats = {f for f in spec.capabilities.features if ":" in f}
+        if formats and f"{case.encoding}:{case.format}" not in formats:
+            return f"{spec.name} declares the model formats {', '.join(sorted(formats))} only"
         if TensorType(case.dtype) not in spec.capabilities.dtypes:
             return f"{spec.name} does not declare tensor type {case.dtype}"
         lacking = [f for f in case.requires if f not in spec.capabilities.features]
@@ -135,7 +140,7 @@ class Suite:
     def unsupported_encoding(self) -> int:
         if self.runtime is not None:
             return execute.WITX_ENCODING["tensorflow"]
-        claimed = {e.value for s in self.specs.values() for e in s.encodings}
+        claimed = {e.value for s in self.specs.values() for e, preference in s.encodings.items() if preference > 0}
         free = next((e for e in UNSUPPORTED_CANDIDATES if e not in claimed), "tensorflow")
         return execute.WITX_ENCODING[free]
 
@@ -183,7 +188,13 @@ class Suite:
         if runtime is None:
             folder = self.abi_models(case)[0].parent
             runtime = WasinnRuntime(
-                case.backend, case.encoding, case.target, folder, self.plugins, host_class=self.host_class
+                case.backend,
+                case.encoding,
+                case.target,
+                folder,
+                self.plugins,
+                host_class=self.host_class,
+                backends=self.config.backends if self.config else None,
             )
             self._runtimes[case.backend] = runtime
         return runtime

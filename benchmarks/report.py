@@ -99,6 +99,8 @@ def components(results: Results) -> str:
 
 
 def _bytes(n: int) -> str:
+    if n == 602112:
+        return "602 KB (1×3×224×224 f32)"
     if n >= 1024 * 1024:
         return f"{n / 1024 / 1024:g} MiB"
     return f"{n // 1024} KiB" if n % 1024 == 0 else f"{n / 1000:g} KB"
@@ -188,6 +190,10 @@ def write(results: Results, page: Path) -> None:
     startup = "\n".join(
         f"| {host} | {min(values):.2f} s | {statistics.median(values):.2f} s |"
         for (host, _), values in sorted(results.startup.items())
+        if host != "part"
+    )
+    parts = "\n".join(
+        f"| {part} | {min(values):.2f} s |" for (host, part), values in results.startup.items() if host == "part"
     )
     mode = (
         "quick mode (few iterations: a check that the runner works, not a measurement)"
@@ -265,6 +271,15 @@ Wall time of a whole run with one inference on the MobileNet-size OpenVINO model
 | host | best | median |
 |---|---|---|
 {startup}
+
+Where wasinn's start-up goes (each line a process of its own, best of 2): the Python interpreter and the
+imports alone take most of it, before any guest code runs; then come compiling the guest (cached after
+the first run, as in wasmtime's CLI), OpenVINO reading and compiling the model (as in wasmtime) and the
+first inference.
+
+| process | best |
+|---|---|
+{parts}
 
 ## Goals
 

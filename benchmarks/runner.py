@@ -136,6 +136,15 @@ def run_once(command: list[str], env: dict[str, str] | None = None) -> subproces
     return result
 
 
+#: Processes that show where wasinn's start-up goes, cumulatively.
+STARTUP_PARTS = {
+    "python": "pass",
+    "python, import wasmtime and numpy": "import wasmtime, numpy",
+    "python, import wasinn_core": "import wasinn_core",
+    "python, import wasinn_core and openvino": "import wasinn_core, openvino",
+}
+
+
 @dataclass
 class Results:
     cells: dict[tuple[str, str, str], Cell] = field(default_factory=dict)
@@ -189,6 +198,12 @@ def run(
             run_once(command, env)
             results.startup.setdefault(("wasmtime", "openvino"), []).append(time.perf_counter() - start)
             progress.step("start-up wasmtime")
+    # where wasinn's start-up goes: the interpreter, then the imports, each measured as a process of its own
+    for part, code in STARTUP_PARTS.items():
+        for _ in range(2):
+            start = time.perf_counter()
+            run_once([sys.executable, "-c", code])
+            results.startup.setdefault(("part", part), []).append(time.perf_counter() - start)
     return results
 
 

@@ -203,6 +203,8 @@ class OnnxContext(ExecutionContext):
             return
         signature = self._signature
         outputs = self._out_buffers.get(signature)
+        if outputs is None and (outputs := self._static_outputs()) is not None:
+            self._out_buffers[signature] = outputs  # ORT writes into them from the first run on
         if outputs is not None:
             if self._bound != signature:
                 self._bind_outputs(outputs)
@@ -226,6 +228,19 @@ class OnnxContext(ExecutionContext):
         self._out_buffers[signature] = [
             self._tensor(io, np.empty_like(v)) for io, v in zip(graph.outputs, values, strict=True)
         ]
+
+    def _static_outputs(self) -> list[Tensor] | None:
+        """Output buffers, when the model declares every output's type and full shape (else ORT decides)."""
+        buffers = []
+        for io in self._graph.outputs:
+            ttype = io.tensor_type
+            if ttype is None or io.ort_type == "tensor(bool)" or not io.shape:  # no shape: the rank is unknown
+                return None
+            if any(d is None or d < 0 for d in io.shape):
+                return None
+            shape = tuple(int(d) for d in io.shape if d is not None)
+            buffers.append(Tensor(shape, ttype, np.empty(shape, ttype.numpy_dtype)))
+        return buffers
 
     def _bind_outputs(self, outputs: list[Tensor]) -> None:
         self._io.clear_binding_outputs()

@@ -205,3 +205,25 @@ def test_limits_apply_to_components_like_modules(digits_components):
     host = Host(Config(limits=Limits(guest_memory_bytes=8 * 1024 * 1024)))
     with pytest.raises(GuestError, match=r"cannot instantiate .* exceeds memory limits"):
         run_guest(host, digits_components["2024-10-28"], ["/images"], ((str(DIGITS_IMAGES), "/images", True),))
+
+
+def test_a_guest_hoarding_resources_traps_before_the_host_runs_out(affine_onnx, monkeypatch):
+    from wasinn_conformance.components import ComponentCase
+    from wasinn_core import _wit
+
+    monkeypatch.setattr(_wit, "MAX_LIVE", 5)
+    hoard = ComponentCase(
+        "hoard",
+        "",
+        "(block $done (loop $more (br_if $done (i32.ge_u (local.get $i) (i32.const 10)))"
+        "  (drop (call $by_name (i32.const UNKNOWN) (i32.const UNKNOWN_LEN)))"  # never drops the error
+        "  (local.set $i (i32.add (local.get $i) (i32.const 1))) (br $more))) (i32.const 0)",
+    )
+    host = _affine_host(affine_onnx)
+    model = reference_model("conformance", "onnx", "onnx", [p.read_bytes() for p in affine_onnx])
+    store, binding, instance = _instance(host, component_wat(VERSIONS[0], hoard, model))
+    with pytest.raises(wasmtime.WasmtimeError, match="5 live wasi:nn error resources: drop the ones"):
+        instance.get_func(store, "case")(store)
+    assert len(binding.errors) == 5
+    binding.session.close()
+    host.close()

@@ -68,6 +68,8 @@ WIT_ERROR_CODES: dict[ErrorCode, str] = {
 }
 
 _RESOURCES = ("tensor", "graph", "graph-execution-context", "error")
+#: Live tensor and error resources one instance may hold (graphs and contexts have their own limits).
+MAX_LIVE = 65536
 _TYPE_BASE = 0x776E_0000  # "wn": host resource type ids, one per (version, resource)
 
 Handler = Callable[[Any, Any, Any], None]  # (store context, args, results)
@@ -170,9 +172,16 @@ class WitBinding:
             log.debug("%s", "".join(traceback.format_exception(exc)))
         level = logging.INFO if code == "not-found" else logging.WARNING
         log.log(level, "%s: %s: %s", call, code, message)
+        self._room(self.errors, "error")
         rep = next(self._reps)
         self.errors[rep] = (code, message)
         cv.put_result(result, False, lambda v: cv.put_own(context, v, rep, ids["error"]))
+
+    @staticmethod
+    def _room(table: dict[int, Any], what: str) -> None:
+        """Trap a guest that keeps :data:`MAX_LIVE` resources without dropping them (the host's memory)."""
+        if len(table) >= MAX_LIVE:
+            raise cv.Trap(f"wasinn: {len(table)} live wasi:nn {what} resources: drop the ones you no longer use")
 
     def _error_code(self, context: Any, args: Any, results: Any) -> None:
         cv.put_enum(results[0], self.errors[cv.take_resource(context, args[0])][0])
@@ -194,6 +203,7 @@ class WitBinding:
             self.session.hold_tensor(data.nbytes, "a")
         except WasiNNError as exc:
             raise cv.Trap(f"wasinn: wasi:nn tensor constructor: {exc.code.value}: {exc.message}") from None
+        self._room(self.tensors, "tensor")
         rep = next(self._reps)
         self.tensors[rep] = _HostTensor(dimensions, ttype, data)
         cv.put_own(context, results[0], rep, type_id)

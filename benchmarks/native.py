@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -40,16 +41,20 @@ def runner(backend: str, workload: str, precision: str):  # -> a callable runnin
     return lambda: request.infer({0: x})
 
 
-def main() -> int:
-    backend, workload, iterations, precision = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    run = runner(backend, workload, precision)
+def time_loop(run: Callable[[], object], iterations: int) -> str:
+    """``"median_us min_us"`` of ``iterations`` calls of ``run``, after one untimed call (as the guest times)."""
     run()
     times = []
     for _ in range(iterations):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    print(f"{np.median(times) * 1e6:.2f} {min(times) * 1e6:.2f}")
+    return f"{np.median(times) * 1e6:.2f} {min(times) * 1e6:.2f}"
+
+
+def main() -> int:
+    backend, workload, iterations, precision = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    print(time_loop(runner(backend, workload, precision), iterations))
     return 0
 
 

@@ -11,7 +11,6 @@ subtracted from it gives the cost of wasinn's session and backend plugin code.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 from wasinn_core import ExecutionTarget, GraphEncoding, Host, Tensor
 
 from .models import FILES, SHAPES, folder
+from .native import time_loop
 
 
 def main() -> int:
@@ -37,13 +37,7 @@ def main() -> int:
         session.compute(ctx)
         session.get_output(ctx, 0)
 
-    run()
-    times = []
-    for _ in range(iterations):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    print(f"{np.median(times) * 1e6:.2f} {min(times) * 1e6:.2f}")
+    print(time_loop(run, iterations))
     session.close()
     host.close()
     return 0

@@ -303,3 +303,9 @@ def _raised_messages() -> list[tuple[str, str]]:
 @pytest.mark.parametrize(("where", "message"), _raised_messages(), ids=lambda v: v if ".py:" in v else "")
 def test_every_error_message_is_on_the_troubleshooting_page(where, message):
     assert message in (DOCS / "troubleshooting.md").read_text(), f"{where}: {message!r} is not in troubleshooting.md"
+
+
+def test_the_tutorial_is_built_from_the_templates_own_files():
+    excerpts = [b for b in BLOCKS if b.page.name == "plugin-tutorial.md" and b.source]
+    assert len(excerpts) >= 6
+    assert all(b.source and b.source.startswith("examples/plugin-template/") for b in excerpts)

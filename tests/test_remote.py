@@ -7,16 +7,11 @@ import json
 import logging
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
+from wasinn_remote.loopback import Running, free_port, running
 
 from wasinn_core import (
     BackendError,
@@ -38,48 +33,17 @@ from .test_plugins import run_cli
 SLOW_DELAY_S = 3.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Loopback:
-    def __init__(self, repository: Path, http_port: int, grpc_port: int) -> None:
-        self.repository, self.http_port, self.grpc_port = repository, http_port, grpc_port
-        self.http = f"http://127.0.0.1:{http_port}"
-        self.grpc = f"grpc://127.0.0.1:{grpc_port}"
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loopback]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     """``python -m wasinn_remote.loopback`` in its own process, with the digits model and the test models."""
     if importlib.util.find_spec("kserve") is None:  # not imported here: its protobufs clash with tritonclient's
         pytest.skip("the loopback server needs wasinn-remote[loopback] (kserve)")
     repository = tmp_path_factory.mktemp("repository")
     (repository / "digits").mkdir()
     shutil.copy(DIGITS_MODEL / "digits.onnx", repository / "digits" / "model.onnx")
-    loop = Loopback(repository, _free_port(), _free_port())
-    log = (tmp_path_factory.mktemp("server") / "server.log").open("w")
-    command = [sys.executable, "-m", "wasinn_remote.loopback", "--repository", str(repository), "--test-models"]
-    command += ["--http-port", str(loop.http_port), "--grpc-port", str(loop.grpc_port), "--delay", str(SLOW_DELAY_S)]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{loop.http}/v2/health/ready", timeout=1) as answer:
-                if json.load(answer).get("ready"):
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the loopback server did not start: see {log.name}")
-        time.sleep(0.3)
-    yield loop
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with running(repository, log, test_models=True, delay=SLOW_DELAY_S) as loop:
+        yield loop
 
 
 def remote_host(url: str, model: str = "digits", **options: object) -> Host:
@@ -186,7 +150,7 @@ def test_failures_are_clear_errors_and_the_host_keeps_serving(server, protocol):
 
 
 def test_a_server_that_is_down_is_named_with_the_reason():
-    host = remote_host(f"http://127.0.0.1:{_free_port()}")
+    host = remote_host(f"http://127.0.0.1:{free_port()}")
     session = host.new_session()
     with pytest.raises(UnsupportedOperation, match=r"remote on cpu: http://127.0.0.1:\d+ is not ready: .*cannot reach"):
         session.load_by_name("digits")

@@ -16,8 +16,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +184,56 @@ def serve(repository: Path, http_port: int, grpc_port: int, test_models: bool, d
         workers=1,
     )
     server.start(models)
+
+
+@dataclass(frozen=True)
+class Running:
+    """A loopback server started by :func:`running`."""
+
+    http: str  # http://127.0.0.1:PORT
+    grpc: str  # grpc://127.0.0.1:PORT
+    repository: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running(
+    repository: Path, log: Path, *, test_models: bool = False, delay: float = 5.0, timeout_s: float = 120.0
+) -> Iterator[Running]:
+    """This server in a process of its own on free ports, ready when the block starts, stopped after it.
+
+    It does not import kserve in the calling process (whose tritonclient gRPC module it would break).
+    """
+    http_port, grpc_port = free_port(), free_port()
+    command = [sys.executable, "-m", "wasinn_remote.loopback", "--repository", str(repository)]
+    command += ["--http-port", str(http_port), "--grpc-port", str(grpc_port), "--delay", str(delay)]
+    command += ["--test-models"] if test_models else []
+    server = Running(f"http://127.0.0.1:{http_port}", f"grpc://127.0.0.1:{grpc_port}", repository)
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while not _ready(server.http):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the loopback server did not start:\n{log.read_text()[-2000:]}")
+                time.sleep(0.3)
+            yield server
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=1) as answer:
+            return bool(json.load(answer).get("ready"))
+    except OSError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -255,6 +255,7 @@ def test_relative_links_resolve(page):
 
 USER_ERRORS = {"InvalidArgument", "InvalidEncoding", "MissingMemory", "Busy", "BackendError", "UnsupportedOperation"}
 USER_ERRORS |= {"TooLarge", "NotFound", "UsageError", "GuestError", "PluginError", "ConfigError", "Trap"}
+USER_ERRORS |= {"Pt2Refused", "ScreenRefused"}
 
 
 def _literal_parts(node: ast.expr) -> list[str]:

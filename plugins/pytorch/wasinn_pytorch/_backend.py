@@ -35,6 +35,8 @@ from wasinn_core import (
 )
 
 from ._devices import DeviceFacts, device_for
+from ._pt2 import load_exported_program
+from ._screen import check_torchscript_archive, screen_torchscript
 
 log = logging.getLogger("wasinn.pytorch")
 
@@ -271,7 +273,12 @@ class TorchBackend(Backend):
 
     @staticmethod
     def _load_torchscript(data: memoryview, device: torch.device) -> TorchGraph:
-        module = torch.jit.load(io.BytesIO(data), map_location=device)
+        # torch.jit.load, in two steps, so that the compiled code is screened before anything runs it
+        check_torchscript_archive(data)
+        unit = torch._C.CompilationUnit()
+        cpp = torch._C.import_ir_module_from_buffer(unit, bytes(data), device, {}, False)
+        screen_torchscript(unit)
+        module = torch.jit._recursive.wrap_cpp_module(cpp)
         module.eval()
         args = module.forward.schema.arguments[1:]
         names = [a.name for a in args]
@@ -282,7 +289,7 @@ class TorchBackend(Backend):
     def _load_exported(data: memoryview, device: torch.device) -> TorchGraph:
         from torch.export.passes import move_to_device_pass
 
-        program = torch.export.load(io.BytesIO(data))
+        program = load_exported_program(data)  # never torch.export.load: it unpickles and evals the archive
         if device.type != "cpu":
             program = move_to_device_pass(program, device)
         names = list(program.graph_signature.user_inputs)

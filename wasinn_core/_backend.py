@@ -33,7 +33,7 @@ __all__ = [
 
 #: The plugin API version of this host: (major, minor). A plugin built for a
 #: different major, or a newer minor, is refused with a clear error.
-PLUGIN_API_VERSION: tuple[int, int] = (1, 1)
+PLUGIN_API_VERSION: tuple[int, int] = (1, 2)
 
 #: An input or output is addressed by position (witx index) or by name.
 TensorKey = int | str
@@ -136,6 +136,11 @@ class BackendSpec:
     :param builders: number of builders expected per encoding, when fixed.
     :param description: one line for ``wasinn plugins``.
     :param capabilities: what it supports (default: f32 only, no features).
+    :param isolation: ``"process"`` (default): the backend may run graphs in confined worker processes;
+        ``"none"``: it parses no model bytes itself (it hands them to a server), so its graphs stay in
+        the host process unless the embedder's config says otherwise.
+
+    .. versionadded:: 1.2 ``isolation``
     """
 
     name: str
@@ -150,6 +155,7 @@ class BackendSpec:
     builders: Mapping[GraphEncoding, int] = field(default_factory=dict)
     description: str = ""
     capabilities: Capabilities = Capabilities()
+    isolation: str = "process"
 
     def option(self, name: str) -> OptionSpec | None:
         """The option called ``name``, if the backend has one."""
@@ -237,6 +243,16 @@ class Backend(ABC):
         Raise :class:`~wasinn_core.InvalidArgument` for a wrong builder
         count, :class:`~wasinn_core.UnsupportedOperation` when the target
         cannot be used, and let library errors propagate.
+        """
+
+    def warm_up(self) -> None:  # noqa: B027 - optional hook
+        """Import and prepare what loading a model will need, without running a model.
+
+        Called once in a worker zygote (see ``docs/reliability.md``) before it forks the worker
+        processes that load guest models, so that each of them starts warm. Must not start threads
+        (no inference): a zygote that has more than one thread imports per worker instead.
+
+        .. versionadded:: 1.2
         """
 
     def close(self) -> None:  # noqa: B027 - optional hook

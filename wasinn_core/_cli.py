@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from ._backend import BackendSpec
 from ._cli_parse import (
     UsageError,
     parse_dir,
     parse_env,
     parse_guest_load,
+    parse_isolation,
     parse_limits,
     parse_nn_graph,
     parse_nn_preload,
@@ -34,6 +36,7 @@ from ._cli_parse import (
 from ._config import FALLBACKS, Config
 from ._errors import ConfigError, PluginError, WasiNNError
 from ._host import Host
+from ._isolation import Isolator
 from ._plugins import PluginManager
 from ._run import GuestError, RunSpec, run_command
 from ._types import ExecutionTarget
@@ -143,7 +146,9 @@ def _parser() -> argparse.ArgumentParser:
         ("--max-graphs", "N", "live graphs per instance (busy)"),
         ("--max-contexts", "N", "live execution contexts per instance (busy)"),
         ("--max-host-memory", "SIZE", "host memory the guest may make the host hold (too_large)"),
-        ("--load-timeout", "DURATION", "how long a backend may take to load a model (runtime_error)"),
+        ("--load-timeout", "DURATION", "how long a worker may take to load a model (runtime_error; killed)"),
+        ("--compute-timeout", "DURATION", "how long a worker may take for one compute (runtime_error; killed)"),
+        ("--worker-memory", "SIZE", "address space a worker process may add to its start-up size"),
         ("--timeout", "DURATION", "wall-clock time the guest may run, e.g. 30s (a trap after)"),
         ("--fuel", "N", "wasm instructions the guest may execute, as wasmtime fuel (a trap after)"),
         ("--max-memory", "SIZE", "the most linear memory the guest may grow to"),
@@ -156,6 +161,11 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="OPT=VAL",
         help="wasmtime's -W options: timeout=DURATION, max-memory-size=SIZE, fuel=N",
+    )
+    limits.add_argument(
+        "--isolation",
+        metavar="WHICH",
+        help="models run in confined worker processes: guest (default: models a guest loads), all, none",
     )
     limits.add_argument(
         "--guest-load",
@@ -236,6 +246,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = replace(config, limits=parse_limits(args, config.limits))
     if args.guest_load is not None:
         config = replace(config, guest_load=parse_guest_load(args.guest_load))
+    if args.isolation is not None:
+        config = replace(config, isolation=parse_isolation(args.isolation, config.isolation))
     prefs = dict(config.preferences)
     for p in args.nn_prefer:
         key, names = parse_prefer(p)
@@ -254,9 +266,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         host.close()
 
 
+def _isolation_of(isolator: Isolator, spec: BackendSpec) -> dict[str, dict[str, str]]:
+    """Where guest and named models of ``spec`` run, and why."""
+    out = {}
+    for origin, guest in (("guest", True), ("named", False)):
+        placement = isolator.placement(spec, None, guest)
+        out[origin] = {"mode": placement.mode, "reason": placement.reason}
+    return out
+
+
 def _cmd_plugins(args: argparse.Namespace) -> int:
     config = _load_config(args)
     pm = PluginManager()
+    isolator = Isolator(config)
     rows: list[dict[str, Any]] = []
     for info in pm.plugins():
         backends = []
@@ -289,6 +311,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
                     "encodings": {e.value: p for e, p in spec.encodings.items()},
                     "targets": availability,
                     "description": spec.description,
+                    "isolation": _isolation_of(isolator, spec),
                 }
             )
         rows.append(
@@ -302,10 +325,12 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
                 "backends": backends,
             }
         )
+    confinement = isolator.describe_confinement()
     if args.json:
-        print(json.dumps({"wasinn": __version__, "plugins": rows}, indent=2))
+        print(json.dumps({"wasinn": __version__, "confinement": confinement, "plugins": rows}, indent=2))
         return 0
     print(f"wasinn {__version__}")
+    print(f"worker confinement: {confinement}")
     for row in rows:
         if row["status"] == "builtin":
             continue
@@ -320,6 +345,9 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
                     continue
                 state = f"available on {av['device']}" if av["available"] else f"unavailable: {av['reason']}"
                 print(f"    {target}: {state}")
+            where = {"process": "a worker process", "none": "the host process"}
+            for origin, placed in b["isolation"].items():
+                print(f"    {origin} models: in {where[placed['mode']]} ({placed['reason']})")
     if not any(r["status"] != "builtin" for r in rows):
         print("\nno plugins installed: pip install wasinn-onnx (or wasinn-pytorch, wasinn-openvino)")
     return 0

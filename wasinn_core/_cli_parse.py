@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ._config import Limits, ModelConfig, parse_seconds, parse_size
+from ._config import IsolationConfig, IsolationMode, Limits, ModelConfig, parse_seconds, parse_size
 from ._types import ExecutionTarget, GraphEncoding
 
 __all__ = [
@@ -192,6 +192,8 @@ _LIMIT_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "max_contexts": ("max_contexts", _count, "a non-negative integer"),
     "max_host_memory": ("max_host_memory_bytes", parse_size, "a size like 1GiB"),
     "load_timeout": ("load_timeout_s", parse_seconds, "a duration like 30s"),
+    "compute_timeout": ("compute_timeout_s", parse_seconds, "a duration like 30s"),
+    "worker_memory": ("worker_memory_bytes", parse_size, "a size like 4GiB"),
     "timeout": ("guest_timeout_s", parse_seconds, "a duration like 30s, 500ms, 2m"),
     "fuel": ("guest_fuel", _count, "a non-negative integer"),
     "max_memory": ("guest_memory_bytes", parse_size, "a size like 256MiB"),
@@ -229,3 +231,16 @@ def parse_guest_load(text: str) -> frozenset[GraphEncoding] | None:
     if text == "none":
         return frozenset()
     return frozenset(_encoding(e, "--guest-load", text) for e in text.split(",") if e)
+
+
+#: ``--isolation`` values: which models run in confined worker processes.
+ISOLATION_CHOICES = ("guest", "all", "none")
+
+
+def parse_isolation(text: str, base: IsolationConfig) -> IsolationConfig:
+    """``--isolation guest|all|none``: guest models only (the default), every model, or none."""
+    if text not in ISOLATION_CHOICES:
+        raise UsageError(f"--isolation {text}: expected one of {', '.join(ISOLATION_CHOICES)}")
+    guest: IsolationMode = "none" if text == "none" else "process"
+    named: IsolationMode = "process" if text == "all" else "none"
+    return replace(base, guest=guest, named=named)

@@ -16,10 +16,12 @@ from typing import Any, Literal, final
 from ._errors import ConfigError
 from ._types import ExecutionTarget, GraphEncoding
 
-__all__ = ["Config", "Limits", "ModelConfig", "parse_seconds", "parse_size"]
+__all__ = ["Config", "IsolationConfig", "Limits", "ModelConfig", "parse_seconds", "parse_size"]
 
 Fallback = Literal["strict", "cpu"]
 FALLBACKS: tuple[Fallback, ...] = ("strict", "cpu")
+IsolationMode = Literal["process", "none"]
+ISOLATION_MODES: tuple[IsolationMode, ...] = ("process", "none")
 
 _UNITS = {
     "": 1,
@@ -83,7 +85,12 @@ class Limits:
     :param max_contexts: live execution contexts per instance (``busy``).
     :param max_host_memory_bytes: host memory an instance may make the host hold: the bytes of
         its guest-loaded models plus the input tensors of its live contexts (``too_large``).
-    :param load_timeout_s: seconds a backend may take to load a model (``runtime_error`` after).
+    :param load_timeout_s: seconds a worker may take to load a model (``runtime_error`` after, and the worker
+        is killed). In-process loads cannot be interrupted: isolate a model to bound its load.
+    :param compute_timeout_s: seconds a worker may take for one ``compute`` (``runtime_error`` after, and the
+        worker is killed); isolated graphs only.
+    :param worker_memory_bytes: address space a worker may add to what it had at start-up (the library's
+        allocations fail past it); isolated graphs only.
     :param guest_timeout_s: wall-clock seconds the guest may run (a trap after; epoch interruption).
     :param guest_fuel: wasm instructions the guest may execute, in wasmtime fuel (a trap after).
     :param guest_memory_bytes: the most linear memory the guest may grow to.
@@ -95,6 +102,8 @@ class Limits:
     max_contexts: int | None = None
     max_host_memory_bytes: int | None = None
     load_timeout_s: float | None = None
+    compute_timeout_s: float | None = None
+    worker_memory_bytes: int | None = None
     guest_timeout_s: float | None = None
     guest_fuel: int | None = None
     guest_memory_bytes: int | None = None
@@ -114,6 +123,7 @@ class ModelConfig:
     :param fallback: overrides the global fallback policy for this model.
     :param guest_options: option keys a guest may set through
         ``load_by_name_with_config`` (none by default).
+    :param isolation: ``"process"`` or ``"none"``, over ``[isolation]`` (``None``: as configured there).
     """
 
     name: str
@@ -124,6 +134,36 @@ class ModelConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
     fallback: Fallback | None = None
     guest_options: tuple[str, ...] = ()
+    isolation: IsolationMode | None = None
+
+
+#: Encodings a guest may load into a worker the kernel cannot confine: formats that are data, not
+#: programs, and whose known routes to host files are closed in process (``docs/reliability.md``).
+DEFAULT_UNCONFINED = frozenset(
+    {GraphEncoding.ONNX, GraphEncoding.OPENVINO, GraphEncoding.TENSORFLOWLITE, GraphEncoding.GGML}
+)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class IsolationConfig:
+    """Where backends run: in the host process (``"none"``) or in a confined worker process per graph.
+
+    :param guest: models a guest supplies with ``load`` (default ``"process"``).
+    :param named: named models, the embedder's own files (default ``"none"``).
+    :param backends: per backend name, over ``guest`` and ``named``.
+    :param confine: confine workers with the kernel (Landlock, seccomp) where it can (default true).
+    :param unconfined_guest_load: encodings a guest may still load when workers cannot be confined
+        (another platform, an old kernel, ``confine = false``); others get ``unsupported_operation``.
+    :param warm: workers kept started ahead, per backend.
+    """
+
+    guest: IsolationMode = "process"
+    named: IsolationMode = "none"
+    backends: Mapping[str, IsolationMode] = field(default_factory=dict)
+    confine: bool = True
+    unconfined_guest_load: frozenset[GraphEncoding] = DEFAULT_UNCONFINED
+    warm: int = 1
 
 
 @final
@@ -140,6 +180,7 @@ class Config:
     :param limits: per-instance limits.
     :param guest_load: encodings a guest may ``load`` from its own bytes (``None``: all; empty: none,
         only named models).
+    :param isolation: which graphs run in confined worker processes.
     :param source: where this came from, for error messages.
     """
 
@@ -149,6 +190,7 @@ class Config:
     fallback: Fallback = "strict"
     limits: Limits = Limits()
     guest_load: frozenset[GraphEncoding] | None = None
+    isolation: IsolationConfig = IsolationConfig()
     source: str = "<defaults>"
 
     @classmethod
@@ -180,8 +222,11 @@ class Config:
         return next((m for m in self.models if m.name == name), None)
 
 
-_TOP_KEYS = ("version", "models", "preferences", "backends", "policy", "limits")
-_MODEL_KEYS = ("name", "encoding", "target", "paths", "path", "backend", "options", "fallback", "guest_options")
+_TOP_KEYS = ("version", "models", "preferences", "backends", "policy", "limits", "isolation")
+_MODEL_KEYS = (
+    "name", "encoding", "target", "paths", "path", "backend", "options", "fallback", "guest_options", "isolation",
+)  # fmt: skip
+_ISOLATION_KEYS = ("guest", "named", "backends", "confine", "unconfined_guest_load", "warm")
 
 
 class _Parser:
@@ -239,7 +284,40 @@ class _Parser:
             fallback=fallback,
             limits=self.limits(data.get("limits", {})),
             guest_load=guest_load,
+            isolation=self.isolation(data.get("isolation", {})),
             source=self.source,
+        )
+
+    def isolation_mode(self, value: Any, key: str) -> IsolationMode:
+        if value not in ISOLATION_MODES:
+            raise self.error(key, f"invalid isolation {value!r}; allowed: {', '.join(ISOLATION_MODES)}")
+        return value  # type: ignore[no-any-return]
+
+    def isolation(self, value: Any) -> IsolationConfig:
+        table = self.table(value, "isolation", _ISOLATION_KEYS)
+        defaults = IsolationConfig()
+        backends = {
+            name: self.isolation_mode(mode, f"isolation.backends.{name}")
+            for name, mode in self.table(table.get("backends", {}), "isolation.backends").items()
+        }
+        confine = table.get("confine", True)
+        if not isinstance(confine, bool):
+            raise self.error("isolation.confine", f"expected true or false, got {confine!r}")
+        unconfined = defaults.unconfined_guest_load
+        if "unconfined_guest_load" in table:
+            chosen = self.guest_load(table["unconfined_guest_load"], "isolation.unconfined_guest_load")
+            unconfined = frozenset(GraphEncoding) if chosen is None else chosen
+        try:
+            warm = self.count(table.get("warm", defaults.warm))
+        except ValueError as exc:
+            raise self.error("isolation.warm", str(exc)) from None
+        return IsolationConfig(
+            guest=self.isolation_mode(table.get("guest", defaults.guest), "isolation.guest"),
+            named=self.isolation_mode(table.get("named", defaults.named), "isolation.named"),
+            backends=backends,
+            confine=confine,
+            unconfined_guest_load=unconfined,
+            warm=warm,
         )
 
     def guest_load(self, value: Any, key: str) -> frozenset[GraphEncoding] | None:
@@ -323,7 +401,8 @@ class _Parser:
         fallback = self.fallback(table["fallback"], f"{key}.fallback") if "fallback" in table else None
         guest = self.strings(table["guest_options"], f"{key}.guest_options") if "guest_options" in table else ()
         options = dict(self.table(table.get("options", {}), f"{key}.options"))
-        return ModelConfig(name, encoding, targets, paths, backend, options, fallback, guest)
+        isolation = self.isolation_mode(table["isolation"], f"{key}.isolation") if "isolation" in table else None
+        return ModelConfig(name, encoding, targets, paths, backend, options, fallback, guest, isolation)
 
     def targets(self, value: Any, key: str) -> tuple[ExecutionTarget, ...]:
         text = self.string(value, key)

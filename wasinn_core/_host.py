@@ -146,16 +146,17 @@ class Host:
             fallback=model.fallback,
             name=model.name,
             source=f"{self.config.source}: models.{model.name}.options",
-            timeout=self.config.limits.load_timeout_s,
         )
         info = loaded.info
         log.info(
-            "model %r loaded: %s on %s with %s (device %s)",
+            "model %r loaded: %s on %s with %s (device %s), isolation %s: %s",
             model.name,
             info.encoding.value,
             info.target.value,
             info.backend,
             info.device,
+            info.isolation,
+            info.isolation_reason,
         )
         return loaded
 

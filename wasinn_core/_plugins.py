@@ -197,6 +197,8 @@ class PluginManager:
             raise PluginError(f"backend {spec.name!r}: encodings must be a non-empty mapping of GraphEncoding")
         if not spec.targets or any(not isinstance(t, ExecutionTarget) for t in spec.targets):
             raise PluginError(f"backend {spec.name!r}: targets must be a non-empty set of ExecutionTarget")
+        if spec.isolation not in ("process", "none"):
+            raise PluginError(f"backend {spec.name!r}: isolation must be 'process' or 'none', got {spec.isolation!r}")
 
     def detect_encoding(self, builders: Sequence[memoryview]) -> GraphEncoding | None:
         """The first plugin's guess of the encoding of ``builders`` (``autodetect``)."""

@@ -5,7 +5,9 @@ deterministic: the config's preference list for ``encoding:target``, then for
 ``encoding``, then the backends' own claim preferences (higher first), then
 name. A GPU or TPU request is never moved to the CPU silently: with the default
 ``strict`` policy it fails with the reasons; with ``fallback = "cpu"`` the move
-is logged and recorded in :class:`GraphInfo`.
+is logged and recorded in :class:`GraphInfo`. Each graph is placed in the host
+process or in a confined worker process (:mod:`._isolation`), and
+:class:`GraphInfo` says which and why.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any, final
 
 from ._backend import Backend, BackendSpec, Graph
-from ._config import Config, Fallback
+from ._config import Config, Fallback, Limits
 from ._errors import BackendError, ConfigError, InvalidArgument, InvalidEncoding, UnsupportedOperation
+from ._isolation import Isolator
 from ._plugins import PluginManager
 from ._types import ExecutionTarget, GraphEncoding
 
@@ -38,6 +41,8 @@ class GraphInfo:
     :param backend: the backend's name.
     :param device: the device actually used, in the library's words.
     :param name: the named model's name, or ``None`` for guest bytes.
+    :param isolation: ``"process"`` (a confined worker process of its own) or ``"none"`` (the host process).
+    :param isolation_reason: why, and how the worker is confined.
     """
 
     encoding: GraphEncoding
@@ -46,6 +51,8 @@ class GraphInfo:
     backend: str
     device: str
     name: str | None = None
+    isolation: str = "none"
+    isolation_reason: str = ""
 
 
 @final
@@ -80,6 +87,8 @@ class Registry:
         self._plugins = plugins
         self._instances: dict[str, Backend] = {}
         self._lock = threading.Lock()
+        #: places graphs in the host process or in worker processes
+        self.isolator = Isolator(config)
         self._validate_config()
 
     def _validate_config(self) -> None:
@@ -92,6 +101,13 @@ class Registry:
                 )
             for key, value in options.items():
                 _check_type(spec, key, value, f"{src}: backends.{name}")
+        for name in self.config.isolation.backends:
+            if name not in self.specs:
+                raise ConfigError(
+                    src,
+                    f"isolation.backends.{name}",
+                    f"no installed backend is called {name!r}; installed: {installed}",
+                )
         for key, names in self.config.preferences.items():
             for name in names:
                 if name not in self.specs:
@@ -197,14 +213,18 @@ class Registry:
         fallback: Fallback | None = None,
         name: str | None = None,
         source: str = "",
-        timeout: float | None = None,
+        guest: bool = False,
+        limits: Limits | None = None,
+        domain: object | None = None,
     ) -> LoadedGraph:
         """Load ``builders`` on the first target that a backend can serve.
 
         ``targets`` is tried in order; under the ``cpu`` fallback policy the CPU
         is tried last. Raises :class:`InvalidEncoding` when nothing claims the
         encoding and targets, :class:`UnsupportedOperation` with every reason
-        when nothing available can serve them.
+        when nothing available can serve them. ``guest`` says the bytes come
+        from a guest, ``limits`` bound a worker process, and workers are reused
+        only within one ``domain`` (a guest's session).
         """
         encoding = self.resolve_encoding(builders, encoding)
         policy = fallback or self.config.fallback
@@ -231,12 +251,20 @@ class Registry:
                 if not available.available:
                     reasons.append(f"{spec.name} on {target.value}: {available.reason}")
                     continue
+                placement = self.isolator.placement(spec, self.config.model(name) if name else None, guest)
                 try:
-                    graph = self._load_with_timeout(spec, builders, encoding, target, opts, timeout)
+                    if placement.mode == "process":
+                        isolated = self.isolator.backend(spec, encoding, guest, limits or self.config.limits, domain)
+                        graph = isolated.load(builders, encoding, target, opts)
+                        reason = f"{placement.reason}; worker confinement: {self.isolator.describe_confinement()}"
+                    else:
+                        graph = self.backend(spec).load(builders, encoding, target, opts)
+                        reason = placement.reason
                 except UnsupportedOperation as exc:
                     reasons.append(f"{spec.name} on {target.value}: {exc.message}")
                     continue
-                info = GraphInfo(encoding, tried[0], target, spec.name, graph.device or available.device, name)
+                device = graph.device or available.device
+                info = GraphInfo(encoding, tried[0], target, spec.name, device, name, placement.mode, reason)
                 if target is not tried[0]:
                     log.warning(
                         "%s requested on %s but it cannot be served there (%s); running on %s with %s (device %s) "
@@ -253,41 +281,6 @@ class Registry:
         if policy == "strict" and tried[0] is not ExecutionTarget.CPU:
             hint = ' (fallback policy is strict; set [policy] fallback = "cpu" to allow the CPU)'
         raise UnsupportedOperation(f"cannot run {encoding.value} on {tried[0].value}: " + "; ".join(reasons) + hint)
-
-    def _load_with_timeout(
-        self,
-        spec: BackendSpec,
-        builders: Sequence[memoryview],
-        encoding: GraphEncoding,
-        target: ExecutionTarget,
-        options: Mapping[str, Any],
-        timeout: float | None,
-    ) -> Graph:
-        backend = self.backend(spec)
-        if timeout is None:
-            return backend.load(builders, encoding, target, options)
-        # A library call cannot be interrupted: a load that hangs is abandoned in its daemon thread, and
-        # the guest gets an error instead of hanging with it. The thread gets its own copy of the bytes,
-        # since guest memory may change or go away once the call returns.
-        builders = [memoryview(bytes(b)) for b in builders]
-        outcome: list[Graph | BaseException] = []
-
-        def work() -> None:
-            try:
-                outcome.append(backend.load(builders, encoding, target, options))
-            except BaseException as exc:  # handed to the caller's thread
-                outcome.append(exc)
-
-        thread = threading.Thread(target=work, name=f"wasinn-load-{spec.name}", daemon=True)
-        thread.start()
-        thread.join(timeout)
-        if not outcome:
-            log.error("%s: load did not finish within %.3g s; its thread is abandoned", spec.name, timeout)
-            raise BackendError(f"{spec.name} did not load the model within {timeout:g} s (load_timeout_s)")
-        result = outcome[0]
-        if isinstance(result, BaseException):
-            raise result
-        return result
 
     def _claimers(
         self, encoding: GraphEncoding, target: ExecutionTarget, pinned: list[BackendSpec] | None

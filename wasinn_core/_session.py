@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._backend import ExecutionContext, TensorKey
 from ._config import Limits
-from ._detect import onnx_external_data
+from ._detect import looks_like_onnx, onnx_external_data
 from ._errors import BackendError, Busy, InvalidArgument, TooLarge, UnsupportedOperation, WasiNNError
 from ._registry import GraphInfo, LoadedGraph
 from ._types import ExecutionTarget, GraphEncoding, Tensor
@@ -185,10 +185,11 @@ class Session:
                 f"guest-supplied {encoding.value} models are disabled by policy.guest_load; "
                 "ask the host for a named model (load_by_name)"
             )
-        if encoding is GraphEncoding.ONNX:
-            _refuse_external_data(builders)
+        # whatever the encoding: OpenVINO reads ONNX under other encodings too, and follows its paths
+        onnx = builders if encoding is GraphEncoding.ONNX else [b for b in builders if looks_like_onnx(b)]
+        _refuse_external_data(onnx)
         with self._graph_slot(total):
-            loaded = registry.load(builders, encoding, (target,), timeout=self.limits.load_timeout_s)
+            loaded = registry.load(builders, encoding, (target,), guest=True, limits=self.limits, domain=self)
             return self._add_graph(loaded, shared=False, held=total)
 
     def load_by_name(self, name: str, config: bytes | None = None) -> int:
@@ -428,6 +429,7 @@ class Session:
         for graph in graphs:
             graph.unloaded = True
             self._maybe_close_graph(graph)
+        self.host.registry.isolator.release(self)
 
     def describe(self) -> Mapping[str, int]:
         """Counts for diagnostics: live graphs and contexts, handles issued, host bytes held."""

@@ -112,6 +112,12 @@ def compile_config(options: Mapping[str, Any]) -> dict[str, Any]:
     return config
 
 
+def _is_ir(data: memoryview) -> bool:
+    """Whether ``data`` starts as OpenVINO IR XML does."""
+    head = bytes(data[:512]).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith(b"<net") or (head.startswith(b"<?xml") and b"<net" in bytes(data[:4096]))
+
+
 class _IO:
     __slots__ = ("index", "name", "names", "ov_type", "shape")
 
@@ -254,6 +260,12 @@ class OpenVINOBackend(Backend):
     ) -> Graph:
         weights = None
         if encoding is GraphEncoding.OPENVINO:
+            if not _is_ir(builders[0]):
+                # OpenVINO would also read ONNX (and follow its external-data paths) under this encoding
+                raise InvalidArgument(
+                    "encoding openvino takes OpenVINO IR (the model XML, then the weights); "
+                    "these bytes are not IR XML: load ONNX models with encoding onnx"
+                )
             weights = ov.Tensor(np.array(builders[1], dtype=np.uint8))  # a copy: the guest's bytes are borrowed
             model = core().read_model(model=bytes(builders[0]), weights=weights)
         else:

@@ -38,6 +38,13 @@ OPTIONS = (
         "num_threads", int, 0, "torch.set_num_threads at load (process-wide; 0 keeps torch's default)", guest=False
     ),
     OptionSpec(
+        "screen_operators",
+        bool,
+        True,
+        "refuse programs that call file, stdout, process or network operators (off only for trusted models)",
+        guest=False,
+    ),
+    OptionSpec(
         "format",
         str,
         "auto",

@@ -213,8 +213,11 @@ def _payloads(reader: Any, kind: str, directory: str, config_format: str, helper
     return out
 
 
-def load_exported_program(data: bytes | memoryview) -> Any:
+def load_exported_program(data: bytes | memoryview, *, screen: bool = True) -> Any:
     """An ``ExportedProgram`` from ``.pt2`` bytes, loaded as the module docstring describes.
+
+    ``screen=False`` skips the operator screen (for trusted models); the unpickling and evaluation
+    checks always apply.
 
     Raises :class:`Pt2Refused` (``invalid_argument``) for archives holding code, pickled objects or
     anything else this loader will not read, and :class:`~wasinn_core.UnsupportedOperation` when this
@@ -243,7 +246,8 @@ def load_exported_program(data: bytes | memoryview) -> Any:
             check_sym_expr(node.expr_str)
     for guard in serialized.guards_code or ():
         check_guard(guard)
-    screen_exported(serialized, schema)
+    if screen:
+        screen_exported(serialized, schema)
     weights = _payloads(reader, "weight", constants.WEIGHTS_DIR, constants.WEIGHTS_CONFIG_FILENAME_FORMAT, helpers)
     tensors = _payloads(
         reader, "constant", constants.CONSTANTS_DIR, constants.CONSTANTS_CONFIG_FILENAME_FORMAT, helpers

@@ -140,6 +140,7 @@ def backend_spec() -> BackendSpec:
             ),
         ),
         description="models on an Open Inference Protocol server (Triton, KServe, MLServer, OpenVINO Model Server)",
+        isolation="none",  # the server parses the models; guest uploads need the shared repository folder
     )
 
 

@@ -1,0 +1,74 @@
+"""Shared memory between the host and a worker: sealed anonymous files, mapped by both.
+
+The host creates every arena (``memfd_create``), sizes it and seals its size before the worker sees
+it: a worker cannot shrink a mapping the host reads from (which would make the host fault), and has
+no file system to create one in. Tensors cross by one copy into an arena on one side and one copy
+out of it on the other; control messages carry only offsets and lengths, checked by the reader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextlib
+import fcntl
+import mmap
+import os
+from typing import Any, final
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Arena"]
+
+_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+_MIN = 64 * 1024
+
+
+@final
+class Arena:
+    """A fixed-size shared byte region: ``view`` is a writable ``uint8`` numpy array over all of it."""
+
+    __slots__ = ("_map", "fd", "size", "view")
+
+    def __init__(self, fd: int, size: int, mapping: mmap.mmap) -> None:
+        self.fd = fd
+        self.size = size
+        self._map = mapping
+        self.view: npt.NDArray[np.uint8] = np.frombuffer(mapping, np.uint8)
+
+    @classmethod
+    def create(cls, size: int, name: str = "wasinn") -> Arena:
+        """A new sealed arena of at least ``size`` bytes (host side)."""
+        size = max(_MIN, -(-size // mmap.PAGESIZE) * mmap.PAGESIZE)
+        fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        try:
+            os.ftruncate(fd, size)
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+            return cls(fd, size, mmap.mmap(fd, size))
+        except BaseException:
+            os.close(fd)
+            raise
+
+    @classmethod
+    def attach(cls, fd: int) -> Arena:
+        """Map an arena received from the host (worker side); its size is the file's."""
+        size = os.fstat(fd).st_size
+        return cls(fd, size, mmap.mmap(fd, size))
+
+    def region(self, offset: int, nbytes: int) -> npt.NDArray[np.uint8]:
+        """``nbytes`` at ``offset``; ``ValueError`` if that is not inside the arena."""
+        if offset < 0 or nbytes < 0 or offset + nbytes > self.size:
+            raise ValueError(f"region [{offset}, {offset + nbytes}) is outside the {self.size}-byte arena")
+        return self.view[offset : offset + nbytes]
+
+    def close(self) -> None:
+        """Unmap and close (views of it must be gone)."""
+        view: Any = self.view
+        self.view = np.zeros(0, np.uint8)
+        del view
+        try:
+            self._map.close()
+        except BufferError:  # a view is still alive: the mapping goes with it
+            pass
+        with contextlib.suppress(OSError):
+            os.close(self.fd)

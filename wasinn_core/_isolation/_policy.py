@@ -1,0 +1,133 @@
+"""Which graphs run in a worker process, and the process backend for them.
+
+The choice, for one backend and one model, in this order:
+
+1. the named model's own ``isolation`` (``[[models]] isolation = "process"``);
+2. ``[isolation.backends] NAME``;
+3. the plugin's own ``BackendSpec.isolation = "none"`` (a backend that only forwards bytes to a server);
+4. ``[isolation] guest`` for models a guest supplies (default ``"process"``), ``[isolation] named`` for
+   named models (default ``"none"``).
+
+A guest model placed in a worker that the kernel cannot confine (no Landlock, or
+``confine = false``) is refused unless its encoding is in ``unconfined_guest_load``: never a silent
+downgrade.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass
+from typing import Any, final
+
+from .._backend import BackendSpec
+from .._config import Config, IsolationMode, Limits, ModelConfig
+from .._errors import UnsupportedOperation
+from .._types import GraphEncoding
+from ._confine import Confinement, probe, read_paths
+from ._proxy import Deadlines, ProcessBackend
+from ._workers import forget_domain, zygote_for
+
+__all__ = ["Isolator", "Placement", "factory_path"]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a graph runs and why: ``mode`` is ``"process"`` or ``"none"`` (the host process)."""
+
+    mode: IsolationMode
+    reason: str
+
+
+def factory_path(spec: BackendSpec) -> str | None:
+    """``module:qualname`` of the backend's factory, if a worker can find it by that name."""
+    factory = spec.factory
+    module, qualname = getattr(factory, "__module__", None), getattr(factory, "__qualname__", "")
+    if not module or "<" in qualname:
+        return None
+    try:
+        target: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError):
+        return None
+    return f"{module}:{qualname}" if target is factory else None
+
+
+@functools.cache
+def _read_paths(module: str) -> tuple[str, ...]:
+    return tuple(read_paths([module]))
+
+
+class Isolator:
+    """Places graphs and makes the process backends of one host's registry."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._confinement: Confinement | None = None
+
+    @property
+    def confinement(self) -> Confinement:
+        """What the kernel can enforce here (probed once)."""
+        if self._confinement is None:
+            self._confinement = probe()
+        return self._confinement
+
+    @property
+    def confined(self) -> bool:
+        """Whether workers are confined: the kernel can, and the config wants it."""
+        return self.config.isolation.confine and self.confinement.available
+
+    def describe_confinement(self) -> str:
+        """How workers are confined here, or why they are not and what that means for guests."""
+        settings = self.config.isolation
+        if self.confined:
+            return self.confinement.describe()
+        why = "off ([isolation] confine = false)" if not settings.confine else self.confinement.describe()
+        allowed = ", ".join(sorted(e.value for e in settings.unconfined_guest_load)) or "none"
+        return f"{why}; guests may load only {allowed} models ([isolation] unconfined_guest_load)"
+
+    def placement(self, spec: BackendSpec, model: ModelConfig | None, guest: bool) -> Placement:
+        settings = self.config.isolation
+        if model is not None and model.isolation is not None:
+            return Placement(model.isolation, f'models.{model.name}.isolation = "{model.isolation}"')
+        if spec.name in settings.backends:
+            mode = settings.backends[spec.name]
+            return Placement(mode, f'[isolation.backends] {spec.name} = "{mode}"')
+        if spec.isolation == "none":
+            return Placement("none", f"the {spec.name} plugin parses no model bytes itself")
+        if guest:
+            return Placement(settings.guest, f'a guest\'s model: [isolation] guest = "{settings.guest}"')
+        return Placement(settings.named, f'a named model: [isolation] named = "{settings.named}"')
+
+    def backend(
+        self, spec: BackendSpec, encoding: GraphEncoding, guest: bool, limits: Limits, domain: object | None
+    ) -> ProcessBackend:
+        """The process backend for ``spec``; ``UnsupportedOperation`` where policy or the plugin forbids it."""
+        settings = self.config.isolation
+        if guest and not self.confined and encoding not in settings.unconfined_guest_load:
+            why = "[isolation] confine = false" if not settings.confine else self.confinement.reason
+            allowed = ", ".join(sorted(e.value for e in settings.unconfined_guest_load)) or "none"
+            raise UnsupportedOperation(
+                f"guest-supplied {encoding.value} models run only in a confined worker, and workers cannot be "
+                f"confined here ({why}); encodings allowed unconfined: {allowed} ([isolation] unconfined_guest_load; "
+                f'add "{encoding.value}" to accept the risk, or use a named model)'
+            )
+        factory = factory_path(spec)
+        if factory is None:
+            raise UnsupportedOperation(
+                f"backend {spec.name!r} cannot run in a worker process: its factory is not a module-level "
+                f'function a worker can import by name; set [isolation.backends] {spec.name} = "none"'
+            )
+        params = {
+            "confine": self.confined,
+            "read": list(_read_paths(factory.partition(":")[0])),
+            "memory_bytes": limits.worker_memory_bytes,
+        }
+        zygote = zygote_for(spec.name, factory, settings.warm)
+        return ProcessBackend(zygote, params, Deadlines(limits.load_timeout_s, limits.compute_timeout_s), domain)
+
+    def release(self, domain: object) -> None:
+        """A guest's session is closed: end the idle workers kept for it."""
+        forget_domain(domain)

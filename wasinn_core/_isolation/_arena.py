@@ -9,7 +9,6 @@ out of it on the other; control messages carry only offsets and lengths, checked
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import fcntl
 import mmap
 import os
@@ -66,9 +65,7 @@ class Arena:
         view: Any = self.view
         self.view = np.zeros(0, np.uint8)
         del view
-        try:
+        with contextlib.suppress(BufferError):  # a view is still alive: the mapping goes with it
             self._map.close()
-        except BufferError:  # a view is still alive: the mapping goes with it
-            pass
         with contextlib.suppress(OSError):
             os.close(self.fd)

@@ -153,3 +153,53 @@ def hostile_pt2(kind: str, marker: str) -> bytes:
 
 def without_sample_inputs(data: bytes) -> bytes:
     return rewrite_zip(data, lambda n, b: None if n.startswith("data/sample_inputs/") else b)
+
+
+# -- models that read host files through their libraries --------------------------------------------------
+
+
+def _torch_module():
+    torch = models._torch()
+
+    class ReadsFile(torch.nn.Module):
+        """forward(x) -> the first 16 bytes of a host file, as floats (plus x, so that x is used)."""
+
+        def __init__(self, path: str) -> None:
+            super().__init__()
+            self.path = path
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.from_file(self.path, size=16, dtype=torch.uint8).float() + x.sum() * 0
+
+    return ReadsFile
+
+
+def torchscript_reading(path: str) -> bytes:
+    """A TorchScript archive whose forward returns the first 16 bytes of ``path`` (``aten::from_file``)."""
+    import warnings
+
+    torch = models._torch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        buf = io.BytesIO()
+        torch.jit.save(torch.jit.script(_torch_module()(path)), buf)
+    return buf.getvalue()
+
+
+def onnx_reading(path: str) -> bytes:
+    """An ONNX model y = leak + x whose 16-byte initializer ``leak`` lives in the external file ``path``."""
+    from onnx import TensorProto, helper
+
+    leak = TensorProto(name="leak", data_type=TensorProto.FLOAT, dims=[4])
+    leak.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", path), ("offset", "0"), ("length", "16")):
+        entry = leak.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["leak", "x"], ["y"])],
+        "reads_a_file",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        initializer=[leak],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8).SerializeToString()

@@ -135,6 +135,13 @@ class ProcessContext(ExecutionContext):
         self.outputs: Arena | None = None
         self._outputs: list[_Output] | None = None
         self._control = graph.deadlines.control_s
+        # Inputs: each key has its own slot in the input arena. The first set_input of a (key, shape,
+        # type) is checked by the worker at once; a repeat cannot fail differently (a backend checks
+        # keys, shapes and types, not data), so it is only copied and rides along with the next compute.
+        self._slots: dict[TensorKey, tuple[int, int]] = {}
+        self._top = 0
+        self._accepted: set[tuple[TensorKey, tuple[int, ...], str]] = set()
+        self._deferred: dict[TensorKey, dict[str, Any]] = {}
 
     def _call(self, op: str, limit_s: float | None = None, **fields: Any) -> dict[str, Any]:
         return self.worker.call(
@@ -144,10 +151,16 @@ class ProcessContext(ExecutionContext):
         )
 
     def _arena(self, which: str, nbytes: int) -> Arena:
-        """The input or output arena, replaced by a bigger one when ``nbytes`` do not fit."""
+        """The input or output arena, replaced by a bigger one when ``nbytes`` do not fit.
+
+        A new input arena starts empty: deferred inputs are handed over first, and slots are laid out again.
+        """
         current = self.inputs if which == "in" else self.outputs
         if current is not None and current.size >= nbytes:
             return current
+        if which == "in" and self._deferred:
+            self._call("set_inputs", inputs=list(self._deferred.values()))
+            self._deferred.clear()
         arena = Arena.create(max(nbytes, 2 * current.size if current else 0), f"wasinn-{which}")
         try:
             self.worker.call(
@@ -158,23 +171,50 @@ class ProcessContext(ExecutionContext):
             raise
         if which == "in":
             self.inputs = arena
+            self._slots, self._top = {}, 0
         else:
             self.outputs = arena
         if current is not None:
             current.close()
         return arena
 
+    def _slot(self, key: TensorKey, nbytes: int) -> tuple[Arena, int]:
+        """Where input ``key`` of ``nbytes`` goes in the input arena."""
+        slot = self._slots.get(key)
+        if self.inputs is not None and slot is not None and slot[1] >= nbytes:
+            return self.inputs, slot[0]
+        size = -(-max(nbytes, 1) // 64) * 64
+        if self.inputs is None or self._top + size > self.inputs.size:
+            self._arena("in", max(self._top + size, sum(n for _, n in self._slots.values()) + size))
+        assert self.inputs is not None
+        offset, self._top = self._top, self._top + size
+        self._slots[key] = (offset, size)
+        return self.inputs, offset
+
     def set_input(self, key: TensorKey, tensor: Tensor) -> None:
         nbytes = tensor.data.nbytes
-        arena = self._arena("in", nbytes)
+        arena, offset = self._slot(key, nbytes)
         data = tensor.data if tensor.data.flags.c_contiguous else np.ascontiguousarray(tensor.data)
-        arena.view[:nbytes] = data.reshape(-1).view(np.uint8)  # the host's one copy in
+        arena.view[offset : offset + nbytes] = data.reshape(-1).view(np.uint8)  # the host's one copy in
         record_copy(nbytes)
-        self._call("set_input", key=key, dims=list(tensor.dimensions), type=tensor.type.value, nbytes=nbytes)
+        signature = (key, tensor.dimensions, tensor.type.value)
+        request = {"key": key, "dims": list(tensor.dimensions), "type": tensor.type.value, "offset": offset,
+                   "nbytes": nbytes}  # fmt: skip
+        if signature in self._accepted:
+            self._deferred[key] = request
+            return
+        self._deferred.pop(key, None)
+        self._call("set_input", None, **request)
+        self._accepted.add(signature)
+
+    def _inputs(self) -> list[dict[str, Any]]:
+        deferred = list(self._deferred.values())
+        self._deferred.clear()
+        return deferred
 
     def compute(self) -> None:
         self._outputs = None
-        reply = self._call("compute", self.graph.deadlines.compute_s)
+        reply = self._call("compute", self.graph.deadlines.compute_s, inputs=self._inputs())
         self._take_outputs(reply)
 
     def _take_outputs(self, reply: dict[str, Any]) -> None:
@@ -260,7 +300,7 @@ class ProcessContext(ExecutionContext):
 
     def compute_single(self) -> None:
         self._outputs = None
-        self._call("compute_single", self.graph.deadlines.compute_s)
+        self._call("compute_single", self.graph.deadlines.compute_s, inputs=self._inputs())
 
     def get_output_single(self, key: TensorKey) -> Tensor:
         return self._fetch("get_output_single", key)
@@ -270,6 +310,7 @@ class ProcessContext(ExecutionContext):
 
     def close(self) -> None:
         self._outputs = None
+        self._deferred.clear()
         if self.worker.dead is None:
             with contextlib.suppress(BackendError):
                 self._call("close_context")

@@ -126,17 +126,26 @@ class _Server:
         return {"size": new.size}
 
     def set_input(self, m: dict[str, Any]) -> dict[str, Any]:
+        self._set(self._context(m), m)
+        return {}
+
+    def set_inputs(self, m: dict[str, Any]) -> dict[str, Any]:
         entry = self._context(m)
+        for request in m.get("inputs") or ():
+            self._set(entry, request)
+        return {}
+
+    def _set(self, entry: _Context, m: dict[str, Any]) -> None:
         if entry.inputs is None:
             raise InvalidArgument("no input arena")
         ttype = TensorType(m["type"])
         dims = tuple(int(d) for d in m["dims"])
-        data = entry.inputs.region(0, int(m["nbytes"]))
+        data = entry.inputs.region(int(m["offset"]), int(m["nbytes"]))
         entry.context.set_input(_key(m["key"]), Tensor.from_buffer(dims, ttype, data))
-        return {}
 
     def compute(self, m: dict[str, Any]) -> dict[str, Any]:
         entry = self._context(m)
+        self.set_inputs(m)
         entry.context.compute()
         return self._write_all(entry)
 
@@ -189,7 +198,9 @@ class _Server:
         return {"names": [str(n) for n in self._context(m).context.output_names()]}
 
     def compute_single(self, m: dict[str, Any]) -> dict[str, Any]:
-        self._context(m).context.compute_single()
+        entry = self._context(m)
+        self.set_inputs(m)
+        entry.context.compute_single()
         return {}
 
     def fini_single(self, m: dict[str, Any]) -> dict[str, Any]:
@@ -213,7 +224,8 @@ class _Server:
         handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             name: getattr(self, name)
             for name in (
-                "load", "close_graph", "init", "close_context", "arena", "set_input", "compute", "write_outputs",
+                "load", "close_graph", "init", "close_context", "arena", "set_input", "set_inputs", "compute",
+                "write_outputs",
                 "get_output", "get_output_single", "output_names", "compute_single", "fini_single",
             )
         }  # fmt: skip

@@ -3,12 +3,15 @@
 Found for this project and verified in a child process (onnxruntime 1.32, OpenVINO 2026.4, torch 2.13):
 each kills, stalls or floods the process that loads and runs it, from the model bytes alone.
 
-| format | crash | hang | allocate |
-|---|---|---|---|
-| ONNX (onnxruntime, OpenVINO) | int32 ``Div(INT32_MIN, -1)`` of constants: SIGFPE while the library folds it (at load) | ``Loop`` with 2⁶³-1 trips | ``Expand`` to [2²⁴, 2¹⁰] f32: 64 GiB |
-| OpenVINO IR | ``Divide(INT32_MIN, -1)``: SIGFPE in ``compile_model`` (at load) | opset-5 ``Loop``, 2⁶³-1 trips | ``Broadcast`` to [2²⁴, 2¹⁰] |
-| TorchScript | ``floordiv.int(INT64_MIN, -1)``: SIGFPE in forward | ``while i >= 0`` | ``zeros([2²⁴, 2¹⁰])`` |
-| ExportedProgram | ``_reshape_alias`` with stride 2⁴⁰, then ``sum``: SIGSEGV in forward | ``expand`` to [2³¹, 2³¹], then ``sum`` | ``full([2²⁴, 2¹⁰])`` |
+- ONNX (onnxruntime and OpenVINO): crash, an int32 ``Div(INT32_MIN, -1)`` of constants (SIGFPE while
+  the library folds it, at load); hang, a ``Loop`` of 2⁶³-1 trips; allocate, ``Expand`` to [2²⁴, 2¹⁰] f32
+  (64 GiB).
+- OpenVINO IR: ``Divide(INT32_MIN, -1)`` (SIGFPE in ``compile_model``); an opset-5 ``Loop`` of 2⁶³-1
+  trips; ``Broadcast`` to [2²⁴, 2¹⁰].
+- TorchScript: ``floordiv.int(INT64_MIN, -1)`` (SIGFPE in forward); ``while i >= 0``;
+  ``zeros([2²⁴, 2¹⁰])``.
+- ExportedProgram: ``_reshape_alias`` with a stride of 2⁴⁰, then ``sum`` (SIGSEGV in forward);
+  ``expand`` to [2³¹, 2³¹], then ``sum``; ``full([2²⁴, 2¹⁰])``.
 
 Every model takes one input ``x`` of shape [1] (i32 for the ONNX and IR crashes, f32 otherwise).
 """

@@ -128,7 +128,7 @@ def test_an_unscreened_torchscript_model_cannot_read_the_file_in_its_worker(tmp_
     monkeypatch.chdir(path.parent)
     data = hostile.torchscript_reading(paths(path, tmp_path)[how])
     host = unscreened("process")
-    with pytest.raises(WasiNNError, match="Permission denied|No such file") as info:
+    with pytest.raises(WasiNNError, match=r"Permission denied|No such file") as info:
         load_and_run(host, [data], PYTORCH)
     assert value.decode() not in info.value.message
     host.close()
@@ -154,7 +154,7 @@ def test_openvino_following_onnx_external_data_reads_nothing_in_a_worker(tmp_pat
     options = registry.options(spec)
     isolated = registry.isolator.backend(spec, ONNX, True, host.config.limits, None)
     with pytest.raises(
-        WasiNNError, match="outside the base directory|Permission denied|No such file|invalid external data"
+        WasiNNError, match=r"outside the base directory|Permission denied|No such file|invalid external data"
     ) as info:
         isolated.load([memoryview(model)], ONNX, CPU, options)
     assert value.decode() not in info.value.message

@@ -55,11 +55,15 @@ pytest: $(VENV)/.dev
 	    tests/test_reliability.py tests/test_cli.py
 
 # The conformance suite on every in-tree backend and the template plugin (known deviations are in
-# wasinn.toml), then on wasmtime's own CLI (its known failures ship with the suite). Reports in $(REPORTS)/.
+# wasinn.toml); guest models run in worker processes by default, and the second run isolates named ones too, then on wasmtime's own CLI (its known failures ship with the suite). Reports in $(REPORTS)/.
 conformance: $(VENV)/.dev
 	mkdir -p $(REPORTS)
 	$(BIN)/wasinn conformance -q --backend onnxruntime --backend pytorch --backend openvino --backend onnxref \
 	    --expectations conformance/wasinn_conformance/expectations/wasinn.toml --json $(REPORTS)/conformance.json
+	# again with every model, guest-supplied and named, in a confined worker process
+	$(BIN)/wasinn conformance -q --backend onnxruntime --backend pytorch --backend openvino --backend onnxref \
+	    --expectations conformance/wasinn_conformance/expectations/wasinn.toml --config conformance/configs/isolated.toml \
+	    --json $(REPORTS)/conformance-isolated.json
 	$(BIN)/wasinn conformance -q --runtime wasmtime --json $(REPORTS)/conformance-wasmtime.json
 
 # The docs site must build with no warning (a broken link, a missing page or API object fails).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,11 @@ def reference_probs(digits_onnx: bytes, digit_image: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
     return ort.InferenceSession(digits_onnx).run(None, {"pixels": digit_image})[0]
+
+
+def in_process(config: Config) -> Config:
+    """``config`` with guest models in the host process: for tests that look inside a backend's objects."""
+    return replace(config, isolation=replace(config.isolation, guest="none"))
 
 
 def digits_config(**extra: object) -> Config:

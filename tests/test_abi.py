@@ -12,7 +12,7 @@ import pytest
 from wasinn_core import Config, Host, Limits, PluginManager
 from wasinn_core.testing import ForwardingGuest
 
-from .conftest import DIGITS_MODEL, digits_config
+from .conftest import DIGITS_MODEL, digits_config, in_process
 
 OK, INVALID_ARGUMENT, INVALID_ENCODING, MISSING_MEMORY, BUSY, RUNTIME_ERROR = 0, 1, 2, 3, 4, 5
 UNSUPPORTED, TOO_LARGE, NOT_FOUND = 6, 7, 8
@@ -134,13 +134,24 @@ def test_unknown_handles(guest, handle):
     assert guest.call("fini_single", handle) == INVALID_ARGUMENT
 
 
-def test_graph_released_after_last_context(guest, digits_onnx):
+def test_graph_released_after_last_context(plugins, digits_onnx):
+    guest = ForwardingGuest(Host(in_process(digits_config()), plugins=plugins))
     ctx = ready_context(guest, digits_onnx)
     graph = guest.session._graph(0).loaded.graph
     assert guest.call("unload", 0) == OK
     assert getattr(graph, "session", None) is not None  # still used by ctx
     assert guest.call("finalize_execution_context", ctx) == OK
     assert getattr(graph, "session", None) is None
+
+
+def test_isolated_graph_released_after_last_context_and_its_worker_reused_by_the_same_guest(guest, digits_onnx):
+    ctx = ready_context(guest, digits_onnx)
+    worker = guest.session._graph(0).loaded.graph.worker
+    assert guest.call("unload", 0) == OK
+    assert worker.dead is None  # still used by ctx
+    assert guest.call("finalize_execution_context", ctx) == OK
+    ready_context(guest, digits_onnx)  # the next graph of this guest lands in the same worker
+    assert guest.session._graph(1).loaded.graph.worker is worker
 
 
 def test_store_going_away_releases_the_session(host, digits_onnx):

@@ -26,7 +26,7 @@ from wasinn_openvino import OPTIONS  # noqa: E402
 from wasinn_openvino._backend import compile_config, device_name, probe  # noqa: E402
 
 from . import models  # noqa: E402
-from .conftest import DIGITS_IMAGES, DIGITS_MODEL, GUESTS, digits_config  # noqa: E402
+from .conftest import DIGITS_IMAGES, DIGITS_MODEL, GUESTS, digits_config, in_process  # noqa: E402
 from .test_abi import INVALID_ARGUMENT, OK, RUNTIME_ERROR, UNSUPPORTED  # noqa: E402
 from .test_plugins import run_cli  # noqa: E402
 from .test_pytorch import rss_bytes  # noqa: E402
@@ -161,7 +161,7 @@ def test_default_precision_matches_onnxruntime_and_torch_within_1e_5(tmp_path, p
     onnx = models.torch_to_onnx(module, torch.from_numpy(image), tmp_path / "m.onnx")
     with torch.no_grad():
         reference = module(torch.from_numpy(image)).numpy()
-    session = Host(digits_config(), plugins=plugins).new_session()
+    session = Host(in_process(digits_config()), plugins=plugins).new_session()
     graph = load_ir(session, xml, weights)
     compiled = session._graph(graph).loaded.graph.compiled
     assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) in ("f32", "<Type: 'float32'>")
@@ -187,8 +187,9 @@ def test_compile_config_from_options():
 
 
 def test_cache_dir_is_off_by_default_and_used_when_configured(tmp_path, plugins, digits_ir):
-    cache = tmp_path / "ovcache"
-    host = Host(Config.from_dict({"backends": {"openvino": {"cache_dir": str(cache)}}}), plugins=plugins)
+    cache = tmp_path / "ovcache"  # a host folder: used by graphs in the host process (a worker cannot write it)
+    config = Config.from_dict({"backends": {"openvino": {"cache_dir": str(cache)}}, "isolation": {"guest": "none"}})
+    host = Host(config, plugins=plugins)
     load_ir(host.new_session(), *digits_ir)
     assert cache.is_dir() and any(cache.iterdir())
 
@@ -279,9 +280,13 @@ def test_repeated_computes_and_many_contexts(session, digits_ir):
             session.set_input(single, 0, Tensor.from_array(image * step))
             session.compute(single)
             np.testing.assert_array_equal(session.get_output(single, 0).data, result)
-    # contexts own their infer requests; the compiled model is shared
-    requests = {id(session._context(c).context._request) for c in contexts}
+    # contexts own their infer requests; the compiled model is shared (looked at in the host process)
+    local = Host(in_process(digits_config()), plugins=session.host.plugins).new_session()
+    graph = load_ir(local, *digits_ir)
+    contexts = [local.init_execution_context(graph) for _ in range(6)]
+    requests = {id(local._context(c).context._request) for c in contexts}
     assert len(requests) == len(contexts)
+    local.close()
 
 
 def test_named_model_compiled_once_shared_by_instances(plugins, digits_ir):

@@ -24,7 +24,6 @@ torch = pytest.importorskip("torch", reason="torch is installed by `make test`")
 from wasinn_core import Config, ExecutionTarget, GraphEncoding, Host, InvalidArgument, Tensor  # noqa: E402
 from wasinn_core.testing import run_guest  # noqa: E402
 from wasinn_pytorch._pt2 import Pt2Refused, check_guard, check_sym_expr  # noqa: E402
-from wasinn_pytorch._screen import ScreenRefused  # noqa: E402
 
 from . import hostile, models  # noqa: E402
 from .conftest import GUESTS  # noqa: E402
@@ -284,10 +283,9 @@ def test_torchscript_reaching_the_host_is_refused_before_it_runs(host, tmp_path,
     secret.write_bytes(b"ABCD")
     data = scripted(module(str(secret)))
     session = host.new_session()
-    with pytest.raises(InvalidArgument, match="refuses") as info:
+    with pytest.raises(InvalidArgument, match="refuses") as info:  # from the worker: errno and message cross
         session.load([memoryview(data)], GraphEncoding.PYTORCH, CPU)
     assert message in info.value.message
-    assert isinstance(info.value, ScreenRefused)
     session.close()
 
 

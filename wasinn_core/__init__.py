@@ -32,7 +32,7 @@ from ._backend import (
     TensorKey,
 )
 from ._cli_parse import NN_GRAPH_FILES
-from ._config import Config, Limits, ModelConfig, parse_seconds, parse_size
+from ._config import Config, IsolationConfig, Limits, ModelConfig, parse_seconds, parse_size
 from ._errors import (
     BackendError,
     Busy,
@@ -86,6 +86,7 @@ __all__ = [
     "HostStats",
     "InvalidArgument",
     "InvalidEncoding",
+    "IsolationConfig",
     "Limits",
     "LoadedGraph",
     "MissingMemory",

@@ -17,11 +17,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from wasinn_core import Config, Host, PluginManager
+from wasinn_core import Config, Host, IsolationConfig, PluginManager
 from wasinn_core.testing import GuestRun as RunResult
 from wasinn_core.testing import run_guest
 
@@ -58,6 +58,7 @@ class WasinnRuntime:
         plugins: PluginManager,
         host_class: type[Host] = Host,
         backends: Mapping[str, Mapping[str, Any]] | None = None,
+        isolation: IsolationConfig | None = None,
     ) -> None:
         import wasinn_core
 
@@ -77,6 +78,8 @@ class WasinnRuntime:
             },
             source="<conformance>",
         )
+        if isolation is not None:  # the embedder's choice of worker processes, for guest and named models
+            config = replace(config, isolation=isolation)
         self.host = host_class(config, plugins=plugins)
 
     def run(self, wasm: Path, args: list[str]) -> RunResult:

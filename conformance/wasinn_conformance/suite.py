@@ -195,6 +195,7 @@ class Suite:
                 self.plugins,
                 host_class=self.host_class,
                 backends=self.config.backends if self.config else None,
+                isolation=self.config.isolation if self.config else None,
             )
             self._runtimes[case.backend] = runtime
         return runtime

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import resource
 import socket
 import time
 from collections.abc import Callable
@@ -277,6 +278,8 @@ def run_worker(fd: int, params: dict[str, Any], backend: Backend | None) -> None
             backend = make_backend(params["factory"])
         if params.get("memory_bytes") is not None:
             cap_address_space(int(params["memory_bytes"]))
+            limit = int(params["memory_bytes"])  # and one scratch file: a worker cannot fill the disk in one go
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     except BaseException as exc:
         channel.send(error_reply(exc))
         os._exit(1)

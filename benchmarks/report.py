@@ -62,6 +62,43 @@ def breakdown(results: Results) -> str:
     return "\n".join(rows)
 
 
+def isolation(results: Results) -> str:
+    """The guest's model in a worker process beside the same model in the host process."""
+    rows = [
+        "| backend | workload | guest, in process | guest, worker | extra per inference | worker / in process | "
+        "Session API, in process | Session API, worker | first load, in process | first load, worker | "
+        "load ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    measured = {(r["backend"], r["workload"]): r for r in results.isolation}
+    for backend in BACKENDS:
+        for workload in WORKLOADS:
+            local, worker = (
+                results.cells.get((backend, workload, "wasinn")),
+                results.cells.get((backend, workload, "isolated")),
+            )
+            if local is None or worker is None or local.median is None or worker.median is None:
+                continue
+            api = measured.get((backend, workload))
+            cells = ["–"] * 5
+            if api:
+                inf, load = api["inference_us"], api["first_load_s"]
+                cells = [
+                    _us(inf["none"]),
+                    _us(inf["process"]),
+                    f"{load['none'] * 1000:.1f} ms",
+                    f"{load['process'] * 1000:.1f} ms",
+                    _ratio(load["process"], load["none"]),
+                ]
+            rows.append(
+                f"| {backend} | {WORKLOAD_TEXT[workload]} | {_us(local.median)} | {_us(worker.median)} | "
+                f"{_signed(worker.median - local.median)} | {_ratio(worker.median, local.median)} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    return "\n".join(rows)
+
+
 def remote(results: Results) -> str:
     """The onnx workloads through the remote backend on loopback, beside the local run."""
     rows = [
@@ -234,6 +271,23 @@ the guest's own loop):
 
 A negative share means the library ran faster there than when called natively (a different output
 allocation path, or noise: compare only within one run).
+
+## Models in worker processes
+
+A model a guest loads runs, by default, in a confined worker process of its own
+([isolation](reliability.md#isolation-and-confinement)); the *wasinn* column above runs it in the host
+process (`--isolation none`) and this table adds the default, the same guest and model in a worker
+(`wasinn run`). Beside them, `python -m benchmarks.isolation` measures in one process, in alternating
+blocks: the guest's loop through the `Session` API, and the first load of the model on a warm library
+(in process: after another model of the backend was loaded; in a worker: forked from a running zygote).
+
+{isolation(results)}
+
+Goals: a tiny model's extra cost per inference ≤ 100 µs; a MobileNet-size model ≤ 1.05× in process; the
+first load of a guest model on a warm worker ≤ 1.2× in process. An inference in a worker costs one round
+trip over a Unix socket (the guest's `set_input` rides along with `compute` once its shape is known),
+the worker's own Python around the library call, and one copy each way through shared memory; a load
+costs a fork (or a spare worker), a copy of the model into shared memory, and a few round trips.
 
 ## Remote backend over loopback
 

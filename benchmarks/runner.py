@@ -2,7 +2,8 @@
 
 For every backend and workload, in several interleaved rounds, on the same guest and model file:
 (a) the library called natively from Python, (b) wasinn running the C guest ``classify.wasm``,
-(c) the ``wasmtime`` 49 CLI running the same guest with its built-in wasi-nn (OpenVINO only), and, to
+(c) the ``wasmtime`` 49 CLI running the same guest with its built-in wasi-nn (OpenVINO only), (b') the
+same guest with its model in a confined worker process (wasinn's default for guest models), and, to
 split where wasinn's time goes, (d) the guest's loop through wasinn's Python ``Session`` API, no wasm. The
 guest times its own loop with the WASI monotonic clock, so a host's start-up is not in the per-inference
 figure; start-up is measured separately as the wall time of a whole run with one inference.
@@ -81,13 +82,16 @@ def guest_args(backend: str, workload: str, iterations: int) -> list[str]:
     return [*args, "--encoding", backend, "--dims", dims, "--repeat", str(iterations), "--top", "1", "/m/input.bin"]
 
 
-def wasinn_command(backend: str, workload: str, iterations: int, config: Path) -> list[str]:
+def wasinn_command(backend: str, workload: str, iterations: int, config: Path, isolation: str = "none") -> list[str]:
+    """``wasinn run`` on the classify guest; ``isolation="guest"`` runs the guest's model in a worker."""
     return [
         sys.executable,
         "-m",
         "wasinn_core",
         "run",
         "--stats",
+        "--isolation",
+        isolation,
         "--config",
         str(config),
         "--dir",
@@ -153,6 +157,7 @@ class Results:
     rounds: int = 0
     quick: bool = False
     components: list[dict[str, Any]] = field(default_factory=list)
+    isolation: list[dict[str, Any]] = field(default_factory=list)
 
     def cell(self, backend: str, workload: str, host: str) -> Cell:
         return self.cells.setdefault((backend, workload, host), Cell())
@@ -173,14 +178,22 @@ def run(
     config = write_config(precision)
     results = Results(precision=precision, rounds=rounds, quick=quick)
     jobs = [(b, w) for b in backends for w in workloads]
-    per_job = 3 + (1 if wasmtime else 0)
+    per_job = 4 + (1 if wasmtime else 0)
     progress = Progress(rounds * len(jobs) * per_job + 2 * (2 if wasmtime else 1) + 1, quiet)
+    progress.total += len(backends) * len([w for w in ("tiny", "mnet") if w in workloads])
     with loopback() as remote_config:
         remote = (
             [("onnx", w) for w in workloads if w in REMOTE_WORKLOADS and "onnx" in backends] if remote_config else []
         )
         progress.total += rounds * len(remote)
         _rounds(results, rounds, jobs, remote, iterations, config, remote_config, precision, wasmtime, progress)
+    # a worker process against the host process, in one process each: per inference and the first load
+    for backend in backends:
+        for workload in [w for w in ("tiny", "mnet") if w in workloads]:
+            n = iterations[workload]
+            measured = run_once([sys.executable, "-m", "benchmarks.isolation", backend, workload, str(n)])
+            results.isolation.append(json.loads(measured.stdout))
+            progress.step(f"{backend} {workload} isolation")
     # the component model's list<u8>, both directions, wasinn's conversion against wasmtime-py's
     components = run_once([sys.executable, "-m", "benchmarks.components", *(["--quick"] if quick else [])])
     results.components = json.loads(components.stdout)
@@ -236,6 +249,9 @@ def _rounds(
                 moved = int(stats.group(2)) + int(stats.group(3))
                 cell.copies_per_byte = int(stats.group(4)) / moved if moved else None
             progress.step(f"{backend} {workload} wasinn")
+            isolated = run_once(wasinn_command(backend, workload, n, config, isolation="guest"))
+            results.cell(backend, workload, "isolated").medians.append(parse_loop(isolated.stdout, "wasinn isolated"))
+            progress.step(f"{backend} {workload} isolated")
             if wasmtime and backend == "openvino":
                 command, env = wasmtime_command(workload, n)
                 results.cell(backend, workload, "wasmtime").medians.append(

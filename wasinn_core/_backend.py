@@ -246,11 +246,13 @@ class Backend(ABC):
         """
 
     def warm_up(self) -> None:  # noqa: B027 - optional hook
-        """Import and prepare what loading a model will need, without running a model.
+        """Import and prepare what loading a model will need (on a model of the plugin's own).
 
-        Called once in a worker zygote (see ``docs/reliability.md``) before it forks the worker
-        processes that load guest models, so that each of them starts warm. Must not start threads
-        (no inference): a zygote that has more than one thread imports per worker instead.
+        Called before a worker process loads a guest model (see ``docs/reliability.md``): once in the
+        backend's zygote, so that every worker forked from it starts warm. Where that leaves the
+        zygote with more than one thread (a library starting its thread pools), the zygote starts
+        over without the library, and each worker imports it and calls this itself, confined, ahead
+        of the load it is kept for.
 
         .. versionadded:: 1.2
         """

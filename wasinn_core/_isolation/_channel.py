@@ -57,13 +57,20 @@ class ChannelTimeout(Exception):
 
 @final
 class Channel:
-    """One end of a worker's control socket."""
+    """One end of a worker's control socket.
 
-    __slots__ = ("_buf", "sock")
+    The socket stays blocking; a deadline becomes the kernel's receive timeout (``SO_RCVTIMEO``), set
+    only when it changes, and a message is read with as few ``recv`` calls as the kernel allows.
+    """
+
+    __slots__ = ("_buf", "_data", "_timeout", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        sock.settimeout(None)
         self._buf = bytearray(64 * 1024)
+        self._data = bytearray()  # received, not yet consumed
+        self._timeout = 0.0  # SO_RCVTIMEO now set (0: none)
 
     def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         body = json.dumps(message, separators=(",", ":")).encode()
@@ -78,60 +85,68 @@ class Channel:
 
     def receive(self, deadline: float | None) -> dict[str, Any]:
         """The next message; ``ChannelTimeout`` after ``deadline`` (``time.monotonic``), ``ChannelClosed``."""
-        return self._body(self._read(_LEN.size, deadline), deadline)
+        self._fill(_LEN.size, deadline)
+        (length,) = _LEN.unpack_from(self._data)
+        if length > MAX_MESSAGE:
+            raise ChannelClosed(f"the worker sent a {length}-byte message (at most {MAX_MESSAGE})")
+        self._fill(_LEN.size + length, deadline)
+        body = bytes(self._data[_LEN.size : _LEN.size + length])
+        del self._data[: _LEN.size + length]
+        return _parse(body)
 
     def receive_with_fds(self) -> tuple[dict[str, Any], list[int]]:
         """The next message and the descriptors sent with it (the worker's side: no deadline)."""
-        try:
-            head, fds, _, _ = socket.recv_fds(self.sock, _LEN.size, 8)
-        except OSError as exc:
-            raise ChannelClosed(f"cannot read: {exc}") from None
-        if not head:
-            raise ChannelClosed("the other side closed the socket")
-        if len(head) < _LEN.size:
-            head += self._read(_LEN.size - len(head), None)
-        return self._body(head, None), list(fds)
-
-    def _body(self, head: bytes, deadline: float | None) -> dict[str, Any]:
-        (length,) = _LEN.unpack(head)
-        if length > MAX_MESSAGE:
-            raise ChannelClosed(f"the worker sent a {length}-byte message (at most {MAX_MESSAGE})")
-        body = self._read(length, deadline)
-        try:
-            message = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ChannelClosed(f"the worker sent a message that is not JSON: {exc}") from None
-        if not isinstance(message, dict):
-            raise ChannelClosed("the worker sent a message that is not a JSON object")
-        return message
-
-    def _read(self, n: int, deadline: float | None) -> bytes:
-        if len(self._buf) < n:
-            self._buf = bytearray(n)
-        view = memoryview(self._buf)[:n]
-        got = 0
-        while got < n:
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise ChannelTimeout()
-                self.sock.settimeout(left)
-            else:
-                self.sock.settimeout(None)
+        fds: list[int] = []
+        if not self._data:
             try:
-                count = self.sock.recv_into(view[got:])
-            except TimeoutError:
+                head, fds, _, _ = socket.recv_fds(self.sock, len(self._buf), 8)
+            except OSError as exc:
+                raise ChannelClosed(f"cannot read: {exc}") from None
+            if not head:
+                raise ChannelClosed("the other side closed the socket")
+            self._data += head
+        return self.receive(None), list(fds)
+
+    def _fill(self, n: int, deadline: float | None) -> None:
+        """Receive until ``n`` bytes are buffered."""
+        while len(self._data) < n:
+            self._set_timeout(deadline)
+            try:
+                count = self.sock.recv_into(self._buf)
+            except (BlockingIOError, TimeoutError):
                 raise ChannelTimeout() from None
             except OSError as exc:
                 raise ChannelClosed(f"cannot read from the worker: {exc}") from None
             if count == 0:
                 raise ChannelClosed("the worker closed its end")
-            got += count
-        return bytes(view)
+            self._data += memoryview(self._buf)[:count]
+
+    def _set_timeout(self, deadline: float | None) -> None:
+        want = 0.0
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ChannelTimeout()
+            want = max(left, 0.001)
+        if abs(want - self._timeout) > 0.05 or (want == 0.0) != (self._timeout == 0.0):
+            seconds = int(want)
+            value = struct.pack("@ll", seconds, int((want - seconds) * 1e6))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+            self._timeout = want
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def _parse(body: bytes) -> dict[str, Any]:
+    try:
+        message = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ChannelClosed(f"the worker sent a message that is not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise ChannelClosed("the worker sent a message that is not a JSON object")
+    return message
 
 
 def error_reply(exc: BaseException) -> dict[str, Any]:

@@ -274,8 +274,9 @@ def run_worker(fd: int, params: dict[str, Any], backend: Backend | None) -> None
             _die_with_parent()
         os.chdir(scratch)
         os.environ.update(HOME=scratch, TMPDIR=scratch)
-        if backend is None:
+        if backend is None:  # the zygote could not keep the library: import and warm it up here, confined
             backend = make_backend(params["factory"])
+            backend.warm_up()
         if params.get("memory_bytes") is not None:
             cap_address_space(int(params["memory_bytes"]))
             limit = int(params["memory_bytes"])  # and one scratch file: a worker cannot fill the disk in one go

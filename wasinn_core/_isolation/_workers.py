@@ -264,10 +264,19 @@ class Zygote:
                 return idle.pop()
             spares = self._spares.setdefault(key, [])
             worker = spares.pop(0) if spares else self._fork(params, key)
-            while len(spares) < self.warm:  # started now, ready by the next load
-                spares.append(self._fork(params, key))
+        if self.warm:  # a replacement, started while this load runs, ready by the next one
+            threading.Thread(target=self._refill, args=(params, key), name=f"wasinn-{self.backend}-spare").start()
         worker.ready(STARTUP_S)
         return worker
+
+    def _refill(self, params: dict[str, Any], key: str) -> None:
+        with self.lock:
+            spares = self._spares.setdefault(key, [])
+            try:
+                while len(spares) < self.warm and self.alive:
+                    spares.append(self._fork(params, key))
+            except BackendError as exc:  # the next load forks its own worker and reports the problem
+                log.debug("no spare %s worker: %s", self.backend, exc.message)
 
     def give_back(self, worker: Worker, domain: object | None) -> None:
         """A worker whose graph is released: kept for its domain's next load, or ended."""

@@ -277,8 +277,21 @@ class OnnxContext(ExecutionContext):
         self._results = None
 
 
+#: y = x + x on f32 [1]: the smallest model, for warming up a worker (ONNX IR 8, opset 13).
+_WARM_UP_MODEL = (
+    b'\x08\x08:8\n\x0e\n\x01x\n\x01x\x12\x01y"\x03Add\x12\x04warmZ\x0f\n\x01x\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08'
+    b"\x01b\x0f\n\x01y\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01B\x04\n\x00\x10\r"
+)
+
+
 class OnnxBackend(Backend):
     """Creates one ``InferenceSession`` per graph."""
+
+    def warm_up(self) -> None:
+        """Create onnxruntime's environment and thread pools on a one-node model (a worker's first load is then
+        as quick as a later one)."""
+        session = ort.InferenceSession(_WARM_UP_MODEL, providers=[CPU_PROVIDER])
+        session.run(None, {"x": np.ones(1, np.float32)})
 
     def load(
         self,

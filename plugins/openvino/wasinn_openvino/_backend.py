@@ -251,6 +251,14 @@ class OpenVINOContext(ExecutionContext):
 
 
 class OpenVINOBackend(Backend):
+    def warm_up(self) -> None:
+        """Load OpenVINO's CPU plugin and its thread pools on a one-node model."""
+        import openvino.opset13 as ops
+
+        x = ops.parameter([1], ov.Type.f32, name="x")
+        compiled = core().compile_model(ov.Model([ops.add(x, x)], [x], "warm_up"), "CPU")
+        compiled.create_infer_request().infer({0: np.ones(1, np.float32)})
+
     def load(
         self,
         builders: Sequence[memoryview],

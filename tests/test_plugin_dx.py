@@ -308,3 +308,53 @@ def test_new_plugin_never_overwrites_without_force(tmp_path):
         write_project(project, tmp_path)
     write_project(project, tmp_path, force=True)
     assert (tmp_path / "wasinn-mine" / "README.md").read_text().startswith("# wasinn-mine")
+
+
+# -- make dist -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_make_dist_wheels_install_with_find_links_into_a_fresh_venv(tmp_path):
+    """wasinn is not on a package index: `make dist` builds a wheel of every distribution, and those install
+    (dependencies from the index) into an empty venv, with the plugin generator's templates inside."""
+    import subprocess
+    import tomllib
+    import zipfile
+
+    dist = tmp_path / "dist"
+    made = subprocess.run(["make", "-C", str(ROOT), "dist", f"DIST={dist}"], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr[-3000:]
+    projects = [ROOT, *sorted(ROOT.glob("plugins/*/")), ROOT / "conformance", TEMPLATE]
+    names = [tomllib.loads((p / "pyproject.toml").read_text())["project"]["name"] for p in projects]
+    wheels = {w.name.split("-")[0].replace("_", "-"): w for w in dist.glob("*.whl")}
+    assert sorted(wheels) == sorted(names)
+    with zipfile.ZipFile(wheels["wasinn-core"]) as wheel:
+        assert "wasinn_core/_template/@@module@@/_backend.py.tmpl" in wheel.namelist()
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--find-links", str(dist)]
+    installed = subprocess.run(
+        [*pip, "wasinn-core", "wasinn-conformance", "wasinn-onnxref"], capture_output=True, text=True, timeout=600
+    )
+    assert installed.returncode == 0, installed.stderr[-3000:]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")} | {"HOME": str(tmp_path)}
+    wasinn = str(venv / "bin" / "wasinn")
+    listing = subprocess.run([wasinn, "plugins"], capture_output=True, text=True, env=env, timeout=120)
+    assert listing.returncode == 0 and "onnxref (wasinn-onnxref 0.1.0): active" in listing.stdout
+    graded = subprocess.run(
+        [wasinn, "conformance", "--backend", "onnxref", "-q", "-k", "inference"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert graded.returncode == 0, graded.stdout[-3000:]
+    generated = subprocess.run([wasinn, "new-plugin", "zed"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert generated.returncode == 0 and (tmp_path / "wasinn-zed" / "wasinn_zed" / "_backend.py").exists()
+
+
+def test_the_authors_fixture_raises_on_a_refused_spec(wasinn_register, wasinn_plugins):
+    wasinn_register(spec(capabilities=Capabilities(features=frozenset({"streaming"}))))
+    with pytest.raises(PluginError, match="unknown capability feature 'streaming'"):
+        wasinn_plugins.backends()

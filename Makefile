@@ -20,7 +20,7 @@ DEMO_FLAGS = --dir examples/digits/images::/images --nn-preload digits:$(BACKEND
 LINTED := wasinn_core plugins conformance tests guests examples benchmarks
 REPORTS := .reports
 
-.PHONY: demo test lint typecheck pytest conformance site bench-check docs bench fuzz soak guests model clean
+.PHONY: demo test lint typecheck pytest conformance site bench-check docs bench fuzz soak guests model clean dist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -91,6 +91,14 @@ guests: $(VENV)/.dev  ## rebuild guests/wasm/*.wasm from guests/src/*.c with zig
 
 model: $(VENV)/.dev  ## retrain and re-export the demo model and images
 	$(BIN)/python examples/digits/train.py
+
+# wasinn's distributions are not on a package index: `make dist` builds a wheel of each (core, every plugin,
+# the conformance suite, the template plugin) for `pip install --find-links dist wasinn-core wasinn-onnx ...`.
+DIST ?= dist
+dist: $(BIN)/python  ## wheels of every wasinn distribution in dist/
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	$(PIP) wheel --no-deps -w $(DIST) ./ $(wildcard plugins/*/) ./conformance/ ./examples/plugin-template/
+	@ls $(DIST)
 
 clean:
 	rm -rf $(VENV) .zig-cache .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -96,3 +97,13 @@ def host(plugins: PluginManager) -> Iterator[Host]:
 @pytest.fixture
 def guest(host: Host) -> ForwardingGuest:
     return ForwardingGuest(host)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Path]:
+    """A folder on sys.path where tests create installed distributions."""
+    sys.path.insert(0, str(tmp_path))
+    yield tmp_path
+    sys.path.remove(str(tmp_path))
+    for name in [m for m in sys.modules if m.startswith("wasinn_testplug_")]:
+        del sys.modules[name]

@@ -253,7 +253,8 @@ def test_unknown_backend_is_a_usage_error():
 
 
 def test_an_unusable_target_skips_every_layer_with_the_probe_reason():
-    """No GPU here (or on CI): every case for gpu is skipped with onnxruntime's reason, none fails."""
+    """No GPU here (or on CI): every case for gpu is skipped with onnxruntime's reason, none fails, and the run
+    fails as a whole: nothing was tested."""
     from wasinn_core import ExecutionTarget
     from wasinn_onnx import backend_spec
 
@@ -262,7 +263,11 @@ def test_an_unusable_target_skips_every_layer_with_the_probe_reason():
     if availability.available:
         pytest.skip(f"this machine has a GPU for onnxruntime ({availability.device})")
     result, report = conformance("--backend", "onnxruntime", "--target", "gpu")
-    assert result.returncode == 0, result.stdout[-3000:]
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert report["problems"] == [
+        f"nothing was tested on onnxruntime: all {len(report['cases'])} of its cases were skipped: "
+        f"onnxruntime cannot use gpu here: {availability.reason} ({len(report['cases'])} cases)"
+    ]
     layers = {c["layer"] for c in report["cases"]}
     assert layers == {"abi", "component", "backend"}
     for case in report["cases"]:

@@ -6,7 +6,9 @@
 - ``python`` blocks run in a subprocess, ``pycon`` blocks as doctests.
 - A ``text`` block right after a ``sh`` or ``python`` block is its output: every line of it (but ``…``)
   must appear in what the block printed, whitespace aside.
-- A block whose first line is ``# file: PATH`` or ``/* file: PATH */`` must be a verbatim excerpt of PATH.
+- A block whose first line is ``# file: PATH``, ``/* file: PATH */`` or ``<!-- file: PATH -->`` must be a
+  verbatim excerpt of PATH. On the plugin tutorial, ``wasinn-onnxref/REL`` is a whole file of
+  ``examples/plugin-template/REL``, and the page runs as one script from an empty folder (its own test).
 - ``toml`` and ``json`` blocks must parse; the config example must load as a ``Config``.
 """
 
@@ -34,7 +36,10 @@ from .conftest import ROOT
 DOCS = ROOT / "docs"
 PAGES = sorted([ROOT / "README.md", *DOCS.rglob("*.md")])
 NOT_RUN = ("pip install", "make ")
-FILE_MARKER = re.compile(r"^(?:# file: (\S+)|/\* file: (\S+) \*/)\n")
+FILE_MARKER = re.compile(r"^(?:# file: (\S+)|/\* file: (\S+) \*/|<!-- file: (\S+) -->)\n")
+TUTORIAL = DOCS / "plugin-tutorial.md"
+TUTORIAL_PROJECT = "wasinn-onnxref/"  # the tutorial's folder: examples/plugin-template in the repository
+TEMPLATE = "examples/plugin-template/"
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,22 @@ class Block:
     @property
     def source(self) -> str | None:
         marker = FILE_MARKER.match(self.body)
-        return (marker.group(1) or marker.group(2)) if marker else None
+        if marker is None:
+            return None
+        path = marker.group(1) or marker.group(2) or marker.group(3)
+        return TEMPLATE + path.removeprefix(TUTORIAL_PROJECT) if path.startswith(TUTORIAL_PROJECT) else path
+
+    @property
+    def written(self) -> str | None:
+        """The path a tutorial block's file is saved at, relative to the reader's folder."""
+        marker = FILE_MARKER.match(self.body)
+        path = marker and (marker.group(1) or marker.group(2) or marker.group(3))
+        return path if path and path.startswith(TUTORIAL_PROJECT) else None
+
+    @property
+    def content(self) -> str:
+        """The block without its file marker."""
+        return FILE_MARKER.sub("", self.body, count=1)
 
 
 def _blocks() -> list[Block]:
@@ -72,7 +92,11 @@ BLOCKS = _blocks()
 
 
 def blocks(lang: str, *, verbatim: bool = False) -> list[pytest.param]:  # type: ignore[valid-type]
-    return [pytest.param(b, id=b.id) for b in BLOCKS if b.lang == lang and (b.source is not None) == verbatim]
+    return [
+        pytest.param(b, id=b.id)
+        for b in BLOCKS
+        if b.lang == lang and (b.source is not None) == verbatim and not (lang == "sh" and b.page == TUTORIAL)
+    ]
 
 
 def _normalise(text: str) -> str:
@@ -157,11 +181,15 @@ def test_interactive_examples_pass_as_doctests(block: Block) -> None:
     assert runner.summarize(verbose=False).failed == 0
 
 
-@pytest.mark.parametrize("block", [p for lang in ("python", "toml", "c", "sh") for p in blocks(lang, verbatim=True)])
+@pytest.mark.parametrize(
+    "block", [p for lang in ("python", "toml", "c", "sh", "markdown") for p in blocks(lang, verbatim=True)]
+)
 def test_excerpts_are_verbatim_copies(block: Block) -> None:
     assert block.source is not None
-    excerpt = FILE_MARKER.sub("", block.body, count=1).strip()
-    assert excerpt in (ROOT / block.source).read_text(), f"{block.id} drifted from {block.source}"
+    text = (ROOT / block.source).read_text()
+    if block.written:  # the tutorial shows whole files
+        assert block.content == text, f"{block.id} is not the whole of {block.source}"
+    assert block.content.strip() in text, f"{block.id} drifted from {block.source}"
 
 
 @pytest.mark.parametrize("block", blocks("toml") + blocks("toml", verbatim=True))
@@ -195,10 +223,12 @@ def test_report_example_has_the_shape_of_a_real_report(tmp_path: Path) -> None:
 
 def test_every_sh_python_and_output_block_is_checked():
     """Nothing on the site is exempt: a block in another language is prose (a diagram, a layout, a log)."""
-    checked = {"sh", "python", "pycon", "toml", "json", "c", "text", "mermaid"}
+    checked = {"sh", "python", "pycon", "toml", "json", "c", "text", "mermaid", "markdown"}
     assert {b.lang for b in BLOCKS} <= checked, {b.id: b.lang for b in BLOCKS if b.lang not in checked}
     c_blocks = [b for b in BLOCKS if b.lang == "c"]
     assert all(b.source for b in c_blocks), [b.id for b in c_blocks if not b.source]
+    markdown = [b for b in BLOCKS if b.lang == "markdown"]
+    assert all(b.written for b in markdown), [b.id for b in markdown if not b.written]
 
 
 def test_every_config_key_is_documented():
@@ -306,7 +336,66 @@ def test_every_error_message_is_on_the_troubleshooting_page(where, message):
     assert message in (DOCS / "troubleshooting.md").read_text(), f"{where}: {message!r} is not in troubleshooting.md"
 
 
-def test_the_tutorial_is_built_from_the_templates_own_files():
-    excerpts = [b for b in BLOCKS if b.page.name == "plugin-tutorial.md" and b.source]
-    assert len(excerpts) >= 6
-    assert all(b.source and b.source.startswith("examples/plugin-template/") for b in excerpts)
+def test_the_tutorial_shows_every_file_of_the_template_whole_once():
+    written = [b.written for b in BLOCKS if b.page == TUTORIAL and b.written]
+    template = ROOT / TEMPLATE
+    files = [str(p.relative_to(template)) for p in template.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert sorted(written) == sorted(TUTORIAL_PROJECT + f for f in files)
+
+
+def tutorial_script(marker: str) -> tuple[str, list[str | None]]:
+    """The plugin tutorial as one bash script: its commands, and its files written where they are shown.
+
+    Returns the script and, per command block, the text block that shows its output (or None)."""
+    parts, outputs = ['TUTORIAL_FOLDER="$PWD"'], []  # the reader's folder, where the files are saved
+    for block in [b for b in BLOCKS if b.page == TUTORIAL]:
+        if block.lang == "sh":
+            parts.append(f"echo {marker}{len(outputs)}\n{block.body}")
+            outputs.append(block.output)
+        elif block.written:
+            end = "WASINN_TUTORIAL_EOF"
+            assert end not in block.content
+            path = f'"$TUTORIAL_FOLDER/{block.written}"'
+            parts.append(f"mkdir -p \"$(dirname {path})\"\ncat > {path} <<'{end}'\n{block.content}{end}")
+    return "\n".join(parts), outputs
+
+
+@pytest.mark.slow
+def test_the_tutorial_runs_as_written_from_an_empty_folder(tmp_path: Path) -> None:
+    """The page, literally: a fresh venv, wasinn installed from this checkout, the plugin written from the
+    page's own blocks and installed, `wasinn plugins`, the digits guest, its tests and its conformance run."""
+    marker = "@@wasinn-tutorial-block-"
+    script, outputs = tutorial_script(marker)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "WASINN")}
+    env |= {
+        "WASINN": str(ROOT),
+        "HOME": str(tmp_path / "home"),
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+    }
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=empty,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, f"the tutorial failed:\n{result.stdout[-6000:]}"
+    printed = result.stdout.split(marker)[1:]
+    assert len(printed) == len(outputs)
+    for expected, output in zip(outputs, printed, strict=True):
+        assert_printed(expected, output)
+    assert (empty / "wasinn-onnxref" / "report.json").exists()
+    report = json.loads((empty / "wasinn-onnxref" / "report.json").read_text())
+    assert report["backends"][0]["distribution"] == "wasinn-onnxref" and report["problems"] == []
+    assert report["summary"]["passed"] >= 100 and "failed" not in report["summary"]
+
+
+def test_the_known_plugins_list_is_generated_from_the_in_tree_ones():
+    from . import known_plugins
+
+    assert known_plugins.current() == known_plugins.section(), "run: python -m tests.known_plugins"
+    assert len(known_plugins.in_tree()) >= 5

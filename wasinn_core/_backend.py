@@ -105,7 +105,8 @@ class Capabilities:
     """What a backend supports, for the conformance suite and for users.
 
     :param dtypes: tensor types it accepts and returns.
-    :param features: names from :data:`KNOWN_FEATURES` (others are allowed and ignored).
+    :param features: names from :data:`KNOWN_FEATURES`; any other name fails the plugin, with the
+        known ones in the message (a typo would otherwise skip the cases silently).
 
     .. versionadded:: 1.1
     """

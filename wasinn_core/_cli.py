@@ -1,4 +1,4 @@
-"""The ``wasinn`` command line: ``run`` and ``plugins``.
+"""The ``wasinn`` command line: ``run``, ``plugins``, ``conformance`` and ``new-plugin``.
 
 Flags follow wasmtime and WasmEdge so that what users read in their docs
 works here: ``--dir HOST::GUEST`` and ``--dir GUEST:HOST``, ``--env``,
@@ -10,17 +10,15 @@ belongs to the guest.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from . import __version__
-from ._backend import BackendSpec
 from ._cli_parse import (
     UsageError,
     parse_dir,
@@ -33,13 +31,13 @@ from ._cli_parse import (
     parse_prefer,
     parse_wasi_option,
 )
+from ._cli_plugins import list_plugins
 from ._config import FALLBACKS, Config
 from ._errors import ConfigError, PluginError, WasiNNError
 from ._host import Host
-from ._isolation import Isolator
+from ._newplugin import PluginProject, write_project
 from ._plugins import PluginManager
 from ._run import GuestError, RunSpec, run_command
-from ._types import ExecutionTarget
 
 __all__ = ["main"]
 
@@ -190,6 +188,24 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the conformance suite (needs wasinn-conformance).",
     )
     conformance.add_argument("args", nargs=argparse.REMAINDER)
+
+    new = sub.add_parser(
+        "new-plugin",
+        parents=[common],
+        help="write a new backend plugin project",
+        description="Write wasinn-NAME/: an installable backend plugin project (pyproject with its entry point, "
+        "backend module, tests, README, conformance configuration) that passes its tests and the conformance "
+        "suite as written, on a stand-in engine (onnx.reference) to replace with your library.",
+    )
+    new.add_argument("name", metavar="NAME", help="the backend's name (the distribution is wasinn-NAME)")
+    new.add_argument(
+        "--encoding",
+        default="onnx",
+        metavar="ENCODING",
+        help="the graph encoding the backend is for (default onnx; others start with the ONNX stand-in too)",
+    )
+    new.add_argument("--output", default=".", metavar="DIR", help="where to create wasinn-NAME/ (default: here)")
+    new.add_argument("--force", action="store_true", help="overwrite the project's files if they exist")
     return parser
 
 
@@ -204,11 +220,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "new-plugin":
+            return _cmd_new_plugin(args)
         return _cmd_plugins(args)
     except UsageError as exc:
         print(f"wasinn: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (ConfigError, PluginError) as exc:
+    except PluginError as exc:
+        if exc.__cause__ is not None:  # strict mode: where the plugin broke
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        print(f"wasinn: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConfigError as exc:
         print(f"wasinn: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (WasiNNError, GuestError) as exc:
@@ -223,7 +246,12 @@ def _cmd_conformance(argv: list[str]) -> int:
     try:
         from wasinn_conformance.cli import main as conformance_main
     except ImportError:
-        print("wasinn: error: the conformance suite is not installed: pip install wasinn-conformance", file=sys.stderr)
+        print(
+            "wasinn: error: the conformance suite (wasinn-conformance) is not installed; it is not on a package "
+            "index: from a wasinn checkout, pip install -e conformance; or from wheels built there with `make "
+            "dist`, pip install --find-links dist wasinn-conformance",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     return int(conformance_main(argv))
 
@@ -266,90 +294,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
         host.close()
 
 
-def _isolation_of(isolator: Isolator, spec: BackendSpec) -> dict[str, dict[str, str]]:
-    """Where guest and named models of ``spec`` run, and why."""
-    out = {}
-    for origin, guest in (("guest", True), ("named", False)):
-        placement = isolator.placement(spec, None, guest)
-        out[origin] = {"mode": placement.mode, "reason": placement.reason}
-    return out
-
-
 def _cmd_plugins(args: argparse.Namespace) -> int:
-    config = _load_config(args)
-    pm = PluginManager()
-    isolator = Isolator(config)
-    rows: list[dict[str, Any]] = []
-    for info in pm.plugins():
-        backends = []
-        for spec in info.backends:
-            options = spec.defaults() | dict(config.backends.get(spec.name, {}))
-            availability: dict[str, Any] = {}
-            for target in ExecutionTarget:
-                if target in spec.targets:
-                    try:
-                        av = spec.probe(target, options)
-                        availability[target.value] = {
-                            "available": av.available,
-                            "device": av.device,
-                            "reason": av.reason,
-                        }
-                    except Exception as exc:  # a probe must not break the listing
-                        availability[target.value] = {
-                            "available": False,
-                            "device": "",
-                            "reason": f"probe failed: {exc}",
-                        }
-                else:
-                    availability[target.value] = {"available": False, "device": "", "reason": "not claimed"}
-            backends.append(
-                {
-                    "name": spec.name,
-                    "library": spec.library,
-                    "library_version": spec.library_version,
-                    "api_version": "{}.{}".format(*spec.api_version),
-                    "encodings": {e.value: p for e, p in spec.encodings.items()},
-                    "targets": availability,
-                    "description": spec.description,
-                    "isolation": _isolation_of(isolator, spec),
-                }
-            )
-        rows.append(
-            {
-                "name": info.name,
-                "distribution": info.distribution,
-                "version": info.version,
-                "module": info.module,
-                "status": info.status,
-                "error": info.error,
-                "backends": backends,
-            }
-        )
-    confinement = isolator.describe_confinement()
-    if args.json:
-        print(json.dumps({"wasinn": __version__, "confinement": confinement, "plugins": rows}, indent=2))
-        return 0
-    print(f"wasinn {__version__}")
-    print(f"worker confinement: {confinement}")
-    for row in rows:
-        if row["status"] == "builtin":
-            continue
-        dist = f"{row['distribution']} {row['version']}" if row["distribution"] else row["module"]
-        print(f"\n{row['name']} ({dist}): {row['status']}" + (f": {row['error']}" if row["error"] else ""))
-        for b in row["backends"]:
-            print(f"  backend {b['name']}: {b['library']} {b['library_version']} (plugin API {b['api_version']})")
-            encs = ", ".join(f"{e} (preference {p})" for e, p in b["encodings"].items())
-            print(f"    encodings: {encs}")
-            for target, av in b["targets"].items():
-                if av["reason"] == "not claimed":
-                    continue
-                state = f"available on {av['device']}" if av["available"] else f"unavailable: {av['reason']}"
-                print(f"    {target}: {state}")
-            where = {"process": "a worker process", "none": "the host process"}
-            for origin, placed in b["isolation"].items():
-                print(f"    {origin} models: in {where[placed['mode']]} ({placed['reason']})")
-    if not any(r["status"] != "builtin" for r in rows):
-        print("\nno plugins installed: pip install wasinn-onnx (or wasinn-pytorch, wasinn-openvino)")
+    return list_plugins(PluginManager(), _load_config(args), as_json=args.json, version=__version__)
+
+
+def _cmd_new_plugin(args: argparse.Namespace) -> int:
+    project = PluginProject.parse(args.name, args.encoding)
+    folder = write_project(project, Path(args.output), force=args.force)
+    print(f"wrote {folder}/ ({project.dist}: backend {project.name!r} for {project.encoding.value} models)")
+    print("next, with wasinn-core and wasinn-conformance installed (from a wasinn checkout or its `make dist` wheels):")
+    print(f"  cd {folder} && pip install -e '.[test]'")
+    print("  wasinn plugins && pytest")
+    print(f"  wasinn conformance --backend {project.name} --expectations conformance.toml --json report.json")
     return 0
 
 

@@ -11,11 +11,17 @@ Environment variables (read when a :class:`PluginManager` is created):
     Comma-separated block-list of entry-point or distribution names.
 ``WASINN_STRICT_PLUGINS``
     ``1``/``true``: a plugin that fails to load or returns invalid backends
-    raises :class:`~wasinn_core.PluginError` instead of being skipped.
+    raises :class:`~wasinn_core.PluginError` (chained to the plugin's own
+    exception, whose traceback ``wasinn`` prints) instead of being skipped.
+
+A plugin module is checked before it is registered: a ``wasinn_*`` function
+without ``@hookimpl``, a marked function naming no wasinn hook, or no hook at
+all fails the plugin with the fix, where pluggy would accept it silently.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import logging
 import os
@@ -27,10 +33,11 @@ from typing import Any, Literal, cast, final
 import pluggy
 
 from . import _hookspecs
-from ._backend import PLUGIN_API_VERSION, BackendSpec
+from ._backend import KNOWN_FEATURES, PLUGIN_API_VERSION, BackendSpec, Capabilities
 from ._detect import BuiltinDetector
 from ._errors import PluginError
-from ._types import ExecutionTarget, GraphEncoding
+from ._hookcheck import hook_problems, implemented_hooks
+from ._types import ExecutionTarget, GraphEncoding, TensorType
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginInfo", "PluginManager"]
 
@@ -54,6 +61,8 @@ class PluginInfo:
     status: PluginStatus = "active"
     error: str = ""
     backends: tuple[BackendSpec, ...] = ()
+    #: The hooks the plugin implements (``wasinn_backends``, ``wasinn_detect_encoding``).
+    hooks: tuple[str, ...] = ()
 
 
 def _env_flag(environ: Mapping[str, str], name: str) -> bool:
@@ -100,8 +109,11 @@ class PluginManager:
         self._backends: list[BackendSpec] | None = None
         #: Bumped whenever the set of plugins changes, so users of :meth:`backends` can refresh.
         self.generation = 0
-        self._pm.register(BuiltinDetector(), name="wasinn.builtin")
-        self._infos["wasinn.builtin"] = PluginInfo("wasinn.builtin", __name__, status="builtin")
+        builtin = BuiltinDetector()
+        self._pm.register(builtin, name="wasinn.builtin")
+        self._infos["wasinn.builtin"] = PluginInfo(
+            "wasinn.builtin", __name__, status="builtin", hooks=self._hooks_of(builtin)
+        )
         if autoload if autoload is not None else not _env_flag(env, "WASINN_DISABLE_PLUGIN_AUTOLOAD"):
             self.load_entrypoints()
 
@@ -119,20 +131,36 @@ class PluginManager:
             if (self._allow is not None and not names & self._allow) or names & self._block:
                 self._infos[ep.name] = PluginInfo(ep.name, ep.value, dist, version, status="blocked")
                 continue
+            info = PluginInfo(ep.name, ep.value, dist, version)
             try:
                 plugin = ep.load()
-                self._pm.register(plugin, name=ep.name)
             except Exception as exc:  # a broken plugin must not break the host
-                self._fail(PluginInfo(ep.name, ep.value, dist, version), f"cannot load: {exc!r}", exc)
+                self._fail(info, f"cannot load: {exc!r}", exc)
                 continue
-            self._infos[ep.name] = PluginInfo(ep.name, ep.value, dist, version)
+            problems = self._hook_problems(plugin)
+            if problems:
+                self._fail(info, "; ".join(problems))
+                continue
+            try:
+                self._pm.register(plugin, name=ep.name)
+            except Exception as exc:  # pluggy's own validation (a hook's arguments)
+                self._fail(info, f"cannot register: {exc}", exc)
+                continue
+            self._infos[ep.name] = replace(info, hooks=self._hooks_of(plugin))
         self._backends = None
         self.generation += 1
 
     def register(self, plugin: object, name: str) -> None:
-        """Register a plugin object under ``name`` (for embedders and tests)."""
+        """Register a plugin object under ``name`` (for embedders and tests).
+
+        Raises :class:`~wasinn_core.PluginError` when the plugin would do nothing (see :meth:`check`).
+        """
+        problems = self._hook_problems(plugin)
+        if problems:
+            raise PluginError(f"plugin {name!r}: {'; '.join(problems)}")
         self._pm.register(plugin, name=name)
-        self._infos[name] = PluginInfo(name, getattr(plugin, "__name__", type(plugin).__name__))
+        module = getattr(plugin, "__name__", type(plugin).__name__)
+        self._infos[name] = PluginInfo(name, module, hooks=self._hooks_of(plugin))
         self._backends = None
         self.generation += 1
 
@@ -144,11 +172,30 @@ class PluginManager:
         self._backends = None
         self.generation += 1
 
+    def _hook_problems(self, plugin: object) -> list[str]:
+        known = [name for name in dir(_hookspecs) if name.startswith("wasinn_")]
+        return hook_problems(plugin, known, self._pm.parse_hookimpl_opts)
+
+    def _hooks_of(self, plugin: object) -> tuple[str, ...]:
+        return tuple(implemented_hooks(plugin, self._pm.parse_hookimpl_opts))
+
+    def check(self, plugin: object) -> list[str]:
+        """Why ``plugin`` (a module or object) would silently do nothing, each with the fix; empty if fine.
+
+        A ``wasinn_*`` function without ``@hookimpl``, a marked function whose name is no wasinn hook, or no
+        hook at all. Entry-point plugins with such problems are marked failed; :meth:`register` raises.
+        """
+        return self._hook_problems(plugin)
+
     def _fail(self, info: PluginInfo, message: str, exc: BaseException | None = None) -> None:
         self._infos[info.name] = replace(info, status="failed", error=message, backends=())
         if self.strict:
             raise PluginError(f"plugin {info.name!r}: {message}") from exc
-        log.warning("plugin %r skipped: %s (set WASINN_STRICT_PLUGINS=1 to make this fatal)", info.name, message)
+        log.warning(
+            "plugin %r skipped: %s (WASINN_STRICT_PLUGINS=1 makes this fatal and shows the traceback)",
+            info.name,
+            message,
+        )
         if exc is not None:
             log.debug("%s", "".join(traceback.format_exception(exc)))
 
@@ -199,6 +246,30 @@ class PluginManager:
             raise PluginError(f"backend {spec.name!r}: targets must be a non-empty set of ExecutionTarget")
         if spec.isolation not in ("process", "none"):
             raise PluginError(f"backend {spec.name!r}: isolation must be 'process' or 'none', got {spec.isolation!r}")
+        PluginManager._validate_capabilities(spec)
+
+    @staticmethod
+    def _validate_capabilities(spec: BackendSpec) -> None:
+        caps = spec.capabilities
+        if not isinstance(caps, Capabilities):
+            raise PluginError(f"backend {spec.name!r}: capabilities must be a Capabilities, got {type(caps).__name__}")
+        if not isinstance(caps.features, set | frozenset) or not isinstance(caps.dtypes, set | frozenset):
+            raise PluginError(f"backend {spec.name!r}: capability features and dtypes must be sets (frozenset)")
+        bad_types = [t for t in caps.dtypes if not isinstance(t, TensorType)]
+        if bad_types:
+            raise PluginError(
+                f"backend {spec.name!r}: capability dtypes must be TensorType members, got {bad_types[0]!r}"
+            )
+        unknown = sorted(f for f in caps.features if f not in KNOWN_FEATURES)
+        if unknown:
+            hints = []
+            for name in unknown:
+                close = difflib.get_close_matches(str(name), sorted(KNOWN_FEATURES), n=1, cutoff=0.6)
+                hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise PluginError(
+                f"backend {spec.name!r}: unknown capability feature {', '.join(hints)}; "
+                f"known features: {', '.join(sorted(KNOWN_FEATURES))}"
+            )
 
     def detect_encoding(self, builders: Sequence[memoryview]) -> GraphEncoding | None:
         """The first plugin's guess of the encoding of ``builders`` (``autodetect``)."""

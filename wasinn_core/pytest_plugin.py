@@ -1,7 +1,8 @@
 """pytest fixtures for backend authors, loaded automatically with wasinn-core (entry point ``pytest11``).
 
 ``wasinn_plugins``
-    A plugin manager that loaded nothing (no entry points, no environment): register what you test.
+    A plugin manager that loaded nothing (no entry points, no environment): register what you test. It is
+    strict: a spec wasinn refuses (an unknown capability feature, a bad name) raises PluginError with why.
 ``wasinn_register``
     ``wasinn_register(*specs)`` registers backend specs on ``wasinn_plugins`` until the test ends.
 ``wasinn_host``
@@ -28,7 +29,7 @@ from .testing import ForwardingGuest, GuestRun, registered, run_guest
 
 @pytest.fixture
 def wasinn_plugins() -> PluginManager:
-    return PluginManager(autoload=False, environ={})
+    return PluginManager(autoload=False, environ={}, strict=True)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from wasinn_core import Config, ConfigError
 
 from .cases import Case
 from .expectations import Expectations
-from .report import json_report, matrix, write_json
+from .report import matrix, report_of, write_json
 from .runtimes import CommandRuntime, python_command, wasmtime_runtime
 from .suite import Result, Suite
 
@@ -139,10 +139,17 @@ def _case(item: pytest.Item) -> Case | None:
     return case if isinstance(case, Case) else None  # an empty layer parametrizes with a placeholder
 
 
+def _placeholder(item: pytest.Item) -> bool:
+    """The item pytest makes for a layer with no case (an "empty parameter set" skip): not a case."""
+    names = getattr(item, "fixturenames", ())
+    return _case(item) is None and any(f in names for f in CASE_FIXTURES)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     suite = config.stash.get(SUITE_KEY, None)
     if suite is None:
         return
+    items[:] = [item for item in items if not _placeholder(item)]  # an empty layer is reported at the end
     for item in items:
         case = _case(item)
         if case is None:
@@ -175,6 +182,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    for item in items:
+        case = _case(item)
+        if case is not None:
+            item.config.stash[SUITE_KEY].deselected.add(case.id)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A run that tested nothing on a backend fails (exit 1), with what is missing."""
+    suite = session.config.stash.get(SUITE_KEY, None)
+    if suite is None:
+        return
+    suite.run_problems = suite.problems()
+    if suite.run_problems:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_report_header(config: pytest.Config) -> list[str] | None:
     suite = config.stash.get(SUITE_KEY, None)
     if suite is None:
@@ -192,10 +216,15 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     suite = config.stash.get(SUITE_KEY, None)
-    if suite is None or not suite.results:
+    if suite is None:
         return
-    terminalreporter.section("wasi-nn conformance: capability matrix")
-    terminalreporter.write_line(matrix(suite.results))
+    if suite.results:
+        terminalreporter.section("wasi-nn conformance: capability matrix")
+        terminalreporter.write_line(matrix(suite.results))
+    if suite.run_problems:
+        terminalreporter.section("wasi-nn conformance: nothing tested", red=True)
+        for problem in suite.run_problems:
+            terminalreporter.write_line(f"FAILED: {problem}", red=True)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -203,11 +232,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if suite is None:
         return
     path = config.getoption("--wasinn-json")
-    if path and suite.results:
-        runtime = {"name": "wasinn", "version": __import__("wasinn_core").__version__}
-        if suite.runtime is not None:
-            runtime = {"name": suite.runtime.name, "version": suite.runtime.version}
-        write_json(path, json_report(suite.results, suite.plugins.plugins(), runtime))
+    if path:  # always, even with nothing tested: the report says so
+        write_json(path, report_of(suite))
     suite.close()
 
 

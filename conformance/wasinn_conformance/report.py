@@ -11,9 +11,9 @@ from typing import Any
 
 from wasinn_core import PluginInfo
 
-from .suite import Result
+from .suite import Result, Suite
 
-__all__ = ["OUTCOMES", "SUITE_VERSION", "json_report", "matrix", "write_json"]
+__all__ = ["OUTCOMES", "SUITE_VERSION", "json_report", "matrix", "report_of", "write_json"]
 
 SUITE_VERSION = "0.1.0"
 #: The ABI the suite grades: the witx module and the wasi-nn commit its numbering comes from.
@@ -43,8 +43,11 @@ def matrix(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
-def json_report(results: list[Result], plugins: list[PluginInfo], runtime: dict[str, str]) -> dict[str, Any]:
-    """The report: suite and host versions, each backend's distribution and library, every case's outcome."""
+def json_report(
+    results: list[Result], plugins: list[PluginInfo], runtime: dict[str, str], problems: list[str] | None = None
+) -> dict[str, Any]:
+    """The report: suite and host versions, each backend's distribution and library, every case's outcome,
+    and ``problems``: why the run fails although no case failed (a backend on which nothing was tested)."""
     import wasinn_core
 
     owners = {spec.name: (info, spec) for info in plugins for spec in info.backends}
@@ -78,6 +81,7 @@ def json_report(results: list[Result], plugins: list[PluginInfo], runtime: dict[
         "runtime": runtime,
         "backends": backends,
         "summary": dict(Counter(r.outcome for r in results)),
+        "problems": list(problems or []),
         "cases": [
             {
                 "id": r.case.id,
@@ -95,6 +99,16 @@ def json_report(results: list[Result], plugins: list[PluginInfo], runtime: dict[
             for r in results
         ],
     }
+
+
+def report_of(suite: Suite) -> dict[str, Any]:
+    """The JSON report of a run, written even when nothing was tested (``problems`` says why)."""
+    import wasinn_core
+
+    runtime = {"name": "wasinn", "version": wasinn_core.__version__}
+    if suite.runtime is not None:
+        runtime = {"name": suite.runtime.name, "version": suite.runtime.version}
+    return json_report(suite.results, suite.plugins.plugins(), runtime, suite.problems())
 
 
 def write_json(path: str | Path, report: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,11 @@ class Suite:
     host_class: type[Host] = Host
     config: Config | None = None
     results: list[Result] = field(default_factory=list)
+    #: Case ids generated per backend (or runtime), and those a selection (``-k``) left out.
+    generated: dict[str, set[str]] = field(default_factory=dict)
+    deselected: set[str] = field(default_factory=set)
+    #: What :meth:`problems` found at the end of the run (set by the pytest plugin for its summary).
+    run_problems: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="wasinn-conformance-"))
@@ -78,6 +84,13 @@ class Suite:
         return max(known, key=lambda e: spec.encodings[e]).value if known else None
 
     def cases(self, layer: str) -> list[Case]:
+        """The cases of ``layer`` for every selected backend (or the runtime), recorded for :meth:`problems`."""
+        out = self._cases(layer)
+        for case in out:
+            self.generated.setdefault(case.backend, set()).add(case.id)
+        return out
+
+    def _cases(self, layer: str) -> list[Case]:
         if layer not in self.layers:
             return []
         by_runtime = {"abi": abi_cases, "component": component_cases}
@@ -92,6 +105,40 @@ class Suite:
             elif (encoding := self.abi_encoding(name)) is not None:
                 out += by_runtime[layer](name, encoding, self.target)
         return out
+
+    def problems(self) -> list[str]:
+        """Why the run tested nothing on a backend it was asked to test: a run that is green with nothing
+        tested is a failure, and the message says what is missing."""
+        owners = [self.runtime.name] if self.runtime is not None else self.selected()
+        ran = {r.case.backend for r in self.results if r.outcome in ("passed", "failed", "xfailed", "xpassed")}
+        out = []
+        for name in owners:
+            if name in ran:
+                continue
+            ids = self.generated.get(name, set())
+            if ids and ids <= self.deselected and ran:
+                continue  # the selection (-k) left this backend out, and others were tested
+            skipped = [r for r in self.results if r.case.backend == name and r.outcome == "skipped"]
+            if skipped:
+                reasons = Counter(r.message for r in skipped).most_common(3)
+                why = "; ".join(f"{reason} ({count} cases)" for reason, count in reasons)
+                out.append(f"nothing was tested on {name}: all {len(skipped)} of its cases were skipped: {why}")
+            elif ids:
+                out.append(f"nothing was tested on {name}: the selection (-k) left out all its {len(ids)} cases")
+            else:
+                out.append(self._no_cases(name))
+        return out
+
+    def _no_cases(self, name: str) -> str:
+        spec = self.specs.get(name)
+        claimed = ", ".join(e.value for e in spec.encodings) if spec is not None else "no encoding"
+        known = ", ".join(FORMATS)
+        layers = ", ".join(sorted(self.layers))
+        return (
+            f"no conformance case applies to backend {name!r}: it claims {claimed}, and the suite has models for "
+            f"{known} only (layers run: {layers}; every layer loads a model the suite generates); nothing was "
+            "tested. A backend for another encoding has no conformance cases until the suite can make its models"
+        )
 
     # -- capabilities ------------------------------------------------------------------------------------
 

@@ -1,17 +1,18 @@
-"""Tests of the template plugin, with wasinn's testing kit and its conformance suite."""
+"""Tests of wasinn-onnxref with wasinn's testing kit, and the conformance suite, all in this process."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
 from wasinn_onnxref import backend_spec
 
+from wasinn_conformance import run_conformance
 from wasinn_core import ExecutionTarget, GraphEncoding, InvalidArgument, Tensor, UnsupportedOperation
+
+CONFORMANCE = Path(__file__).parents[1] / "conformance.toml"
 
 
 def model_bytes() -> bytes:
@@ -41,6 +42,7 @@ def test_gpu_is_refused_with_the_reason(wasinn_register, wasinn_host):
 
 
 def test_through_the_abi(wasinn_register, wasinn_guest):
+    """A real wasm module calls wasi_ephemeral_nn: load, init_execution_context, set_input, compute, get_output."""
     wasinn_register(backend_spec())
     guest = wasinn_guest()
     builders, n = guest.builders([model_bytes()])
@@ -65,18 +67,9 @@ def test_broken_model_is_a_runtime_error(wasinn_register, wasinn_guest):
     assert guest.call("load", builders, n, 1, 0, guest.alloc(4)) == 5
 
 
-def test_passes_the_conformance_suite(tmp_path):
-    """The whole suite, as a backend author runs it in CI: only capability skips, no failures."""
-    report = tmp_path / "report.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "wasinn_core", "conformance", "--backend", "onnxref", "--json", str(report), "-q"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    data = json.loads(report.read_text())
-    outcomes = {c["outcome"] for c in data["cases"]}
-    assert outcomes <= {"passed", "skipped"}
-    assert sum(c["outcome"] == "passed" for c in data["cases"]) >= 100
-    assert data["backends"][0]["distribution"] == "wasinn-onnxref"
+def test_passes_the_conformance_suite():
+    """The whole suite, in process (from a shell: wasinn conformance --backend onnxref --expectations
+    conformance.toml): no failure, and the known deviations are only those conformance.toml lists."""
+    run = run_conformance(backend_spec(), expectations=CONFORMANCE)
+    run.assert_outcomes(failed=0)
+    assert run.outcomes["passed"] > 0

@@ -1,7 +1,9 @@
-"""wasinn-onnxref: ONNX on onnx.reference, as a template for backend plugins.
+"""wasinn-onnxref: a wasinn backend plugin for onnx models.
 
-The module an entry point names only has to provide hook implementations. Keep it light: import the
-heavy library lazily, in the factory and probe, so that listing plugins stays fast.
+The engine is a stand-in, onnx.reference (the onnx package's pure-Python ONNX evaluator: exact, slow, CPU
+only), so the plugin passes the conformance suite from the start: replace it with your library here (probe,
+library) and in _backend.py. The module an entry point names only has to provide hook implementations. Keep
+it light: import the library lazily, in the factory and probe, so that listing plugins stays fast.
 """
 
 from __future__ import annotations
@@ -46,17 +48,17 @@ def backend_spec() -> BackendSpec:
         name="onnxref",
         factory=_factory,
         encodings={GraphEncoding.ONNX: 10},  # below the real ONNX engines: used when preferred or alone
+        builders={GraphEncoding.ONNX: 1},
         targets=frozenset(ExecutionTarget),  # claims all, so gpu/tpu requests get a clear reason
         probe=probe,
         library="onnx",
         library_version=importlib.metadata.version("onnx"),
         options=OPTIONS,
-        builders={GraphEncoding.ONNX: 1},
         capabilities=Capabilities(
             dtypes=frozenset(TensorType),
             features=frozenset({"named_io", "multi_output", "dynamic_batch", "shape_checks", "type_checks"}),
         ),
-        description="ONNX on onnx.reference (pure Python, exact, slow): a template plugin",
+        description="onnx models; for now on onnx.reference (pure Python, exact, slow), a stand-in",
     )
 
 

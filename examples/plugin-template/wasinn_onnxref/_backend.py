@@ -1,4 +1,7 @@
-"""The backend: a Backend makes Graphs, a Graph makes ExecutionContexts. That is the whole protocol."""
+"""The backend: a Backend makes Graphs, a Graph makes ExecutionContexts. That is the whole protocol.
+
+The engine here is the stand-in, onnx.reference: replace the onnx calls with your library's.
+"""
 
 from __future__ import annotations
 

@@ -32,18 +32,6 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["HOME"] = old
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _importable_by_workers() -> Iterator[None]:
-    """Worker processes import test backends (``tests.*``) by name: put the project on their path."""
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *([old] if old else [])])
-    yield
-    if old is None:
-        os.environ.pop("PYTHONPATH", None)
-    else:
-        os.environ["PYTHONPATH"] = old
-
-
 def read_pgm(path: Path) -> np.ndarray:
     """An 8x8 P2 image as f32 [1, 64] scaled to 0..1 (what the digits model takes)."""
     tokens = [t for line in path.read_text().splitlines() if not line.startswith("#") for t in line.split()]

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
+import os
 from dataclasses import dataclass
 from typing import Any, final
 
@@ -58,6 +60,17 @@ def factory_path(spec: BackendSpec) -> str | None:
 @functools.cache
 def _read_paths(module: str) -> tuple[str, ...]:
     return tuple(read_paths([module]))
+
+
+@functools.cache
+def _import_root(module: str) -> str | None:
+    """The ``sys.path`` entry ``module`` was found under, so a worker finds it the same way."""
+    spec = importlib.util.find_spec(module.split(".")[0])
+    if spec is None:
+        return None
+    locations = list(spec.submodule_search_locations or [])
+    location = locations[0] if locations else spec.origin
+    return os.path.dirname(os.path.realpath(location)) if location else None
 
 
 class Isolator:
@@ -125,7 +138,7 @@ class Isolator:
             "read": list(_read_paths(factory.partition(":")[0])),
             "memory_bytes": limits.worker_memory_bytes,
         }
-        zygote = zygote_for(spec.name, factory, settings.warm)
+        zygote = zygote_for(spec.name, factory, settings.warm, _import_root(factory.partition(":")[0]))
         return ProcessBackend(zygote, params, Deadlines(limits.load_timeout_s, limits.compute_timeout_s), domain)
 
     def release(self, domain: object) -> None:

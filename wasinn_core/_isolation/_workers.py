@@ -47,8 +47,10 @@ _ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "PYTHONPATH", "CI")
 _ENV_PREFIXES = ("LC_", "OMP_", "MKL_", "KMP_", "GOMP_", "CUDA_", "NVIDIA_", "HIP_", "ROCR_", "OV_", "WASINN_")
 
 
-def _worker_env(scratch: str) -> dict[str, str]:
+def _worker_env(scratch: str, import_root: str | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in _ENV_KEEP or k.startswith(_ENV_PREFIXES)}
+    if import_root:  # where the host found the backend's plugin (a plugin not installed, say)
+        env["PYTHONPATH"] = os.pathsep.join([import_root, *filter(None, [env.get("PYTHONPATH")])])
     # numpy's BLAS starts threads at import unless told not to; the zygote forks only while single-threaded
     env.update(OPENBLAS_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1", HOME=scratch, TMPDIR=scratch)
     return env
@@ -161,9 +163,10 @@ class Worker:
 class Zygote:
     """The process that forks the workers of one backend (see :mod:`._zygote`)."""
 
-    def __init__(self, backend: str, factory: str, warm: int = 1) -> None:
+    def __init__(self, backend: str, factory: str, warm: int = 1, import_root: str | None = None) -> None:
         self.backend = backend
         self.factory = factory
+        self.import_root = import_root
         self.warm = warm
         self._idle: dict[tuple[int, str], list[Worker]] = {}
         self._spares: dict[str, list[Worker]] = {}
@@ -179,7 +182,7 @@ class Zygote:
         self.process = subprocess.Popen(
             [sys.executable, "-P", "-m", _ZYGOTE, str(zygote_end.fileno()), self.factory, "preload"],
             pass_fds=(zygote_end.fileno(),),
-            env=_worker_env(self.root),
+            env=_worker_env(self.root, self.import_root),
             cwd=self.root,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,  # the host's stdout belongs to the guest
@@ -326,7 +329,7 @@ class Zygote:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-_ZYGOTES: dict[tuple[str, str], Zygote] = {}
+_ZYGOTES: dict[tuple[str, str, str | None], Zygote] = {}
 _LOCK = threading.Lock()
 
 
@@ -338,13 +341,13 @@ def forget_domain(domain: object) -> None:
         zygote.forget(id(domain))
 
 
-def zygote_for(backend: str, factory: str, warm: int = 1) -> Zygote:
+def zygote_for(backend: str, factory: str, warm: int = 1, import_root: str | None = None) -> Zygote:
     """The process-wide zygote of a backend, started on first use (and again if it died)."""
-    key = (backend, factory)
+    key = (backend, factory, import_root)
     with _LOCK:
         zygote = _ZYGOTES.get(key)
         if zygote is None or not zygote.alive:
-            zygote = _ZYGOTES[key] = Zygote(backend, factory, warm)
+            zygote = _ZYGOTES[key] = Zygote(backend, factory, warm, import_root)
         zygote.warm = warm
         return zygote
 

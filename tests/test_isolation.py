@@ -24,6 +24,7 @@ from wasinn_core import (
     BackendError,
     Config,
     ExecutionTarget,
+    GraphEncoding,
     Host,
     Limits,
     PluginManager,
@@ -286,9 +287,9 @@ def test_without_landlock_program_formats_from_guests_are_refused_not_run_unconf
     host = Host(Config(), plugins=PluginManager(environ={}))
     session = host.new_session()
     with pytest.raises(UnsupportedOperation, match="guest-supplied pytorch models run only in a confined worker") as e:
-        session.load([memoryview(b"PK\x03\x04")], __import__("wasinn_core").GraphEncoding.PYTORCH, CPU)
+        session.load([memoryview(b"PK\x03\x04")], GraphEncoding.PYTORCH, CPU)
     assert "[isolation] unconfined_guest_load" in e.value.message and "Landlock ABI forced to 0" in e.value.message
-    graph = session.load([memoryview(digits_onnx)], __import__("wasinn_core").GraphEncoding.ONNX, CPU)
+    graph = session.load([memoryview(digits_onnx)], GraphEncoding.ONNX, CPU)
     info = session.graph_info(graph)
     assert info.isolation == "process" and "unavailable" in info.isolation_reason
     session.close()
@@ -336,3 +337,21 @@ def _is_child_zygote(pid: int) -> bool:
         return "_isolation._zygote" in Path(f"/proc/{pid}/cmdline").read_text() and str(pid) in _children(os.getpid())
     except OSError:
         return False
+
+
+def test_where_there_are_no_worker_processes_guest_programs_are_refused_and_data_formats_run_in_process(
+    monkeypatch, digits_onnx
+):
+    """A test double for macOS or Windows (no memfd, no pidfd): the platform check says so."""
+    from wasinn_core._isolation import _policy
+
+    monkeypatch.setattr(_policy, "WORKERS_MISSING", "worker processes need Linux (a test double)")
+    host = Host(Config(), plugins=PluginManager(environ={}))
+    session = host.new_session()
+    with pytest.raises(UnsupportedOperation, match=r"guest-supplied pytorch models run only in a confined worker"):
+        session.load([memoryview(b"PK\x03\x04")], GraphEncoding.PYTORCH, CPU)
+    info = session.graph_info(session.load([memoryview(digits_onnx)], GraphEncoding.ONNX, CPU))
+    assert info.isolation == "none" and "worker processes need Linux (a test double)" in info.isolation_reason
+    assert "none: worker processes need Linux" in host.registry.isolator.describe_confinement()
+    session.close()
+    host.close()

@@ -251,8 +251,8 @@ class Registry:
                 if not available.available:
                     reasons.append(f"{spec.name} on {target.value}: {available.reason}")
                     continue
-                placement = self.isolator.placement(spec, self.config.model(name) if name else None, guest)
                 try:
+                    placement = self.isolator.where(spec, self.config.model(name) if name else None, guest, encoding)
                     if placement.mode == "process":
                         isolated = self.isolator.backend(spec, encoding, guest, limits or self.config.limits, domain)
                         graph = isolated.load(builders, encoding, target, opts)

@@ -19,6 +19,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, final
 
@@ -30,7 +31,14 @@ from ._confine import Confinement, probe, read_paths
 from ._proxy import Deadlines, ProcessBackend
 from ._workers import forget_domain, zygote_for
 
-__all__ = ["Isolator", "Placement", "factory_path"]
+__all__ = ["WORKERS_MISSING", "Isolator", "Placement", "factory_path"]
+
+#: Why this platform has no worker processes (they need Linux: memfd, pidfds), or ``None``.
+WORKERS_MISSING: str | None = (
+    None
+    if sys.platform.startswith("linux") and hasattr(os, "pidfd_open") and hasattr(os, "memfd_create")
+    else f"worker processes need Linux 5.3 or newer (memfd, pidfd), and this is {sys.platform}"
+)
 
 
 @final
@@ -95,13 +103,16 @@ class Isolator:
     def describe_confinement(self) -> str:
         """How workers are confined here, or why they are not and what that means for guests."""
         settings = self.config.isolation
+        allowed = ", ".join(sorted(e.value for e in settings.unconfined_guest_load)) or "none"
+        if WORKERS_MISSING is not None:
+            return f"none: {WORKERS_MISSING}; guests may load only {allowed} models, in the host process"
         if self.confined:
             return self.confinement.describe()
         why = "off ([isolation] confine = false)" if not settings.confine else self.confinement.describe()
-        allowed = ", ".join(sorted(e.value for e in settings.unconfined_guest_load)) or "none"
         return f"{why}; guests may load only {allowed} models ([isolation] unconfined_guest_load)"
 
     def placement(self, spec: BackendSpec, model: ModelConfig | None, guest: bool) -> Placement:
+        """Where a graph of ``spec`` runs by the config (see the module docstring), before the platform has a say."""
         settings = self.config.isolation
         if model is not None and model.isolation is not None:
             return Placement(model.isolation, f'models.{model.name}.isolation = "{model.isolation}"')
@@ -114,18 +125,35 @@ class Isolator:
             return Placement(settings.guest, f'a guest\'s model: [isolation] guest = "{settings.guest}"')
         return Placement(settings.named, f'a named model: [isolation] named = "{settings.named}"')
 
-    def backend(
-        self, spec: BackendSpec, encoding: GraphEncoding, guest: bool, limits: Limits, domain: object | None
-    ) -> ProcessBackend:
-        """The process backend for ``spec``; ``UnsupportedOperation`` where policy or the plugin forbids it."""
+    def where(self, spec: BackendSpec, model: ModelConfig | None, guest: bool, encoding: GraphEncoding) -> Placement:
+        """:meth:`placement`, then the platform: without worker processes (another OS than Linux) a graph
+        placed in one runs in the host process, if the encoding may run unconfined; else
+        ``UnsupportedOperation`` naming the setting."""
+        placement = self.placement(spec, model, guest)
+        if placement.mode == "none" or WORKERS_MISSING is None:
+            return placement
+        self.check_unconfined(encoding, guest, WORKERS_MISSING)
+        return Placement("none", f"{placement.reason}, but {WORKERS_MISSING}: in the host process")
+
+    def check_unconfined(self, encoding: GraphEncoding, guest: bool, why: str) -> None:
+        """Refuse a guest model of an encoding that may run only confined, where it cannot be (``why``)."""
         settings = self.config.isolation
-        if guest and not self.confined and encoding not in settings.unconfined_guest_load:
-            why = "[isolation] confine = false" if not settings.confine else self.confinement.reason
+        if guest and encoding not in settings.unconfined_guest_load:
             allowed = ", ".join(sorted(e.value for e in settings.unconfined_guest_load)) or "none"
             raise UnsupportedOperation(
                 f"guest-supplied {encoding.value} models run only in a confined worker, and workers cannot be "
                 f"confined here ({why}); encodings allowed unconfined: {allowed} ([isolation] unconfined_guest_load; "
                 f'add "{encoding.value}" to accept the risk, or use a named model)'
+            )
+
+    def backend(
+        self, spec: BackendSpec, encoding: GraphEncoding, guest: bool, limits: Limits, domain: object | None
+    ) -> ProcessBackend:
+        """The process backend for ``spec``; ``UnsupportedOperation`` where policy or the plugin forbids it."""
+        settings = self.config.isolation
+        if not self.confined:
+            self.check_unconfined(
+                encoding, guest, "[isolation] confine = false" if not settings.confine else self.confinement.reason
             )
         factory = factory_path(spec)
         if factory is None:

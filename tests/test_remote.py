@@ -25,7 +25,7 @@ from wasinn_core import (
     Tensor,
     UnsupportedOperation,
 )
-from wasinn_core.testing import run_guest
+from wasinn_core.testing import check_onnx_numbering, run_guest
 
 from .conftest import DIGITS_IMAGES, DIGITS_MODEL, GUESTS, read_pgm
 from .test_plugins import run_cli
@@ -105,6 +105,15 @@ def test_a_guests_own_model_is_uploaded_to_the_repository_and_removed_after(serv
     assert "accuracy: 38/40" in run.stdout
     host.close()
     assert sorted(p.name for p in server.repository.iterdir()) == ["digits"]  # the upload is gone
+
+
+def test_an_uploaded_onnx_model_is_numbered_as_its_graph(server):
+    """The kit's ONNX numbering check: the server's metadata order and the ports it drops do not matter."""
+    config = {"backends": {"remote": {"url": server.http, "repository": str(server.repository)}}}
+    host = Host(Config.from_dict(config, source="<test>"))
+    check_onnx_numbering(host, "remote")
+    host.close()
+    assert sorted(p.name for p in server.repository.iterdir()) == ["digits"]
 
 
 def test_a_guests_own_model_without_a_repository_is_refused_and_the_host_keeps_serving(server):

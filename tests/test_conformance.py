@@ -99,6 +99,14 @@ def test_cli_report_for_a_real_backend():
     skipped = by_id["backend/onnx/onnx/cpu/bf16/affine"]
     assert skipped["outcome"] == "skipped" and "does not declare tensor type bf16" in skipped["message"]
     assert by_id["abi/get_output_too_small"]["outcome"] == "passed"
+    # the operator layer's quick selection: ONNX's node tests through witx and WIT, against onnxruntime itself
+    assert by_id["operators/onnx/cpu/Abs/test_abs"]["outcome"] == "passed"
+    assert "witx, wit@2024-10-28, wit@2024-08-19" in by_id["operators/onnx/cpu/Abs/test_abs"]["device"]
+    adam = by_id["operators/onnx/cpu/ai.onnx.preview.training.Adam/test_adam"]
+    assert adam["outcome"] == "skipped" and "onnxruntime cannot run it natively: [ONNXRuntimeError]" in adam["message"]
+    assert report["operators"]["onnxruntime"]["Abs"] == {"passed": 1}
+    assert "wasi-nn conformance: operators" in result.stdout
+    assert not [c["id"] for c in report["cases"] if c["outcome"] == "failed"]
 
 
 BROKEN = """
@@ -264,7 +272,7 @@ def test_an_unusable_target_skips_every_layer_with_the_probe_reason():
     result, report = conformance("--backend", "onnxruntime", "--target", "gpu")
     assert result.returncode == 0, result.stdout[-3000:]
     layers = {c["layer"] for c in report["cases"]}
-    assert layers == {"abi", "component", "backend"}
+    assert layers == {"abi", "component", "backend", "operators"}
     for case in report["cases"]:
         assert case["outcome"] == "skipped" and "cannot use gpu here" in case["message"], case
         assert availability.reason in case["message"]

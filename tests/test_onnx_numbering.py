@@ -130,7 +130,10 @@ def test_the_check_fails_on_a_backend_numbering_by_the_librarys_order():
     plugins = PluginManager(autoload=False, environ={})
     with registered(plugins, broken):
         host = Host(plugins=plugins)
-        with pytest.raises(AssertionError, match=r"sorted: set_input\(2, float32 \[0\]\) failed: invalid_argument: input .c. expects shape 2"):
+        with pytest.raises(
+            AssertionError,
+            match=r"sorted: set_input\(2, float32 \[0\]\) failed: invalid_argument: input .c. expects shape 2",
+        ):
             check_onnx_numbering(host, "sorted")
         host.close()
 

@@ -231,5 +231,8 @@ def test_the_conformance_suite_passes_on_the_remote_backend(server, tmp_path, pr
     assert ("backend", "passed") in outcomes and ("abi", "passed") in outcomes and ("component", "passed") in outcomes
     assert not [c["id"] for c in cases if c["outcome"] == "failed"]
     skipped = {c["message"] for c in cases if c["outcome"] == "skipped"}
+    # operator layer: what the server's onnxruntime cannot run, natively through tritonclient too
+    skipped = {m for m in skipped if not m.startswith("tritonclient cannot run it natively: ")}
     assert skipped <= {"remote does not declare tensor type bf16"}, skipped
+    assert ("operators", "passed") in outcomes
     assert os.listdir(server.repository) == ["digits"]

@@ -12,6 +12,7 @@ from onnx import TensorProto, helper
 from wasinn_onnxref import backend_spec
 
 from wasinn_core import ExecutionTarget, GraphEncoding, InvalidArgument, Tensor, UnsupportedOperation
+from wasinn_core.testing import check_onnx_numbering
 
 
 def model_bytes() -> bytes:
@@ -55,6 +56,12 @@ def test_through_the_abi(wasinn_register, wasinn_guest):
     assert np.frombuffer(guest.read(out, 8), np.float32).tolist() == [6.0, 8.0]
 
 
+def test_numbers_inputs_and_outputs_as_the_onnx_graph(wasinn_register, wasinn_host):
+    """wasi-nn input i is the graph's i-th input that is not an initializer, output j its j-th output."""
+    wasinn_register(backend_spec())
+    check_onnx_numbering(wasinn_host, "onnxref")
+
+
 def test_broken_model_is_a_runtime_error(wasinn_register, wasinn_guest):
     """A well-formed protobuf that onnx.checker rejects: the library's error becomes runtime_error (5)."""
     wasinn_register(backend_spec())
@@ -77,6 +84,7 @@ def test_passes_the_conformance_suite(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     data = json.loads(report.read_text())
     outcomes = {c["outcome"] for c in data["cases"]}
-    assert outcomes <= {"passed", "skipped"}
+    assert outcomes <= {"passed", "skipped", "xfailed"}  # xfailed: the library's own deviations, documented
+    assert all(c["message"].startswith("expectations: ") for c in data["cases"] if c["outcome"] == "xfailed")
     assert sum(c["outcome"] == "passed" for c in data["cases"]) >= 100
     assert data["backends"][0]["distribution"] == "wasinn-onnxref"

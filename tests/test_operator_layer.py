@@ -172,6 +172,24 @@ def test_the_layer_fails_hosts_that_change_what_the_library_gives(broken_operato
     assert report["operator_layer"]["expressible"] > 1200
 
 
+def test_a_third_party_library_brings_its_native_runner_by_entry_point(tmp_path, monkeypatch):
+    from wasinn_conformance.native import native_runner
+
+    (tmp_path / "mylib_native.py").write_text(
+        "def factory(options):\n    return lambda model, inputs: [i * options['scale'] for i in inputs]\n"
+    )
+    info = tmp_path / "mylib-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mylib\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[wasinn_conformance.native]\nmylib = mylib_native:factory\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = native_runner("mybackend", "mylib", {"scale": 3})
+    assert run is not None and run(b"", [np.ones(2)])[0].tolist() == [3.0, 3.0]
+    assert native_runner("mybackend", "unknownlib", {}) is None
+    with pytest.raises(LookupError, match="url and repository options are needed"):
+        native_runner("remote", "tritonclient", {"url": "http://127.0.0.1:1"})
+
+
 class TrapOnce(WitxBinding):
     """Traps the guest on its first compute (a host bug as wasmtime sees it), then behaves."""
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter, defaultdict
+from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from .expectations import Expectation, Expectations
 
 __all__ = ["BEGIN", "END", "markdown", "operator_counts", "summarize"]
 
@@ -31,8 +34,16 @@ def operator_counts(cases: list[dict[str, Any]]) -> dict[str, dict[str, dict[str
     return {b: {op: dict(c) for op, c in sorted(ops.items())} for b, ops in sorted(counts.items())}
 
 
-def summarize(reports: list[dict[str, Any]]) -> dict[str, Any]:
-    """The compact summary of one or more reports' operator cases, per backend."""
+def summarize(reports: list[dict[str, Any]], expectations: Expectations | None = None) -> dict[str, Any]:
+    """The compact summary of one or more reports' operator cases, per backend.
+
+    Each case that did not pass keeps its message (the measured difference, or why it was skipped) and,
+    when an expectation covers it, the expectation's reason (default: the shipped ``wasinn.toml``).
+    """
+    if expectations is None:
+        expectations = Expectations.load(
+            Path(str(resources.files("wasinn_conformance") / "expectations" / "wasinn.toml"))
+        )
     backends: dict[str, Any] = {}
     layer: dict[str, Any] = {}
     for report in reports:
@@ -47,12 +58,19 @@ def summarize(reports: list[dict[str, Any]]) -> dict[str, Any]:
                 "totals": dict(Counter(c["outcome"] for c in cases)),
                 "operators": ops,
                 "not_passed": {
-                    c["id"].split("/", 3)[3]: {"outcome": c["outcome"], "message": " ".join(c["message"].split())[:300]}
+                    c["id"].split("/", 3)[3]: _not_passed(c, expectations.find((backend,), c["id"]))
                     for c in cases
                     if c["outcome"] != "passed"
                 },
             }
     return {"operator_layer": layer, "backends": dict(sorted(backends.items()))}
+
+
+def _not_passed(case: dict[str, Any], expectation: Expectation | None) -> dict[str, str]:
+    found = {"outcome": case["outcome"], "message": " ".join(case["message"].split())[:300]}
+    if expectation is not None:
+        found["reason"] = expectation.reason
+    return found
 
 
 def _cell(counts: dict[str, int]) -> str:
@@ -89,6 +107,15 @@ def markdown(summary: dict[str, Any]) -> str:
     operators = sorted({op for b in backends.values() for op in b["operators"]}, key=str.lower)
     for op in operators:
         lines.append(f"| `{op}` | " + " | ".join(_cell(backends[n]["operators"].get(op, {})) for n in names) + " |")
+    for name, b in backends.items():
+        reasons: dict[str, list[str]] = defaultdict(list)
+        for case, result in b["not_passed"].items():
+            if "reason" in result:
+                reasons[result["reason"]].append(case.split("/")[1])
+        if reasons:
+            lines += ["", f"The library's own deviations on {name} (expected failures or skips in `wasinn.toml`):", ""]
+            for reason, cases in sorted(reasons.items(), key=lambda item: sorted(item[1])):
+                lines.append(f"- {', '.join(f'`{c}`' for c in sorted(cases))}: {reason}")
     return "\n".join(lines)
 
 

@@ -99,6 +99,21 @@ def test_cli_report_for_a_real_backend():
     skipped = by_id["backend/onnx/onnx/cpu/bf16/affine"]
     assert skipped["outcome"] == "skipped" and "does not declare tensor type bf16" in skipped["message"]
     assert by_id["abi/get_output_too_small"]["outcome"] == "passed"
+    # the operator layer's quick selection: ONNX's node tests through witx and WIT, against onnxruntime itself
+    assert by_id["operators/onnx/cpu/Abs/test_abs"]["outcome"] == "passed"
+    assert "witx, wit@2024-10-28, wit@2024-08-19" in by_id["operators/onnx/cpu/Abs/test_abs"]["device"]
+    adam = by_id["operators/onnx/cpu/ai.onnx.preview.training.Adam/test_adam"]
+    assert adam["outcome"] == "skipped" and "onnxruntime cannot run it natively: [ONNXRuntimeError]" in adam["message"]
+    assert report["operators"]["onnxruntime"]["Abs"] == {"passed": 1}
+    assert "wasi-nn conformance: operators" in result.stdout
+    assert not [c["id"] for c in report["cases"] if c["outcome"] == "failed"]
+    # the docs' operator results (a committed complete run) agree with this fresh quick run, case by case
+    committed = json.loads((Path(__file__).parent.parent / "docs/results/operators.json").read_text())
+    not_passed = committed["backends"]["onnxruntime"]["not_passed"]
+    for case in report["cases"]:
+        if case["layer"] == "operators":
+            key = case["id"].split("/", 3)[3]
+            assert case["outcome"] == not_passed.get(key, {"outcome": "passed"})["outcome"], key
 
 
 BROKEN = """
@@ -269,7 +284,7 @@ def test_an_unusable_target_skips_every_layer_with_the_probe_reason():
         f"onnxruntime cannot use gpu here: {availability.reason} ({len(report['cases'])} cases)"
     ]
     layers = {c["layer"] for c in report["cases"]}
-    assert layers == {"abi", "component", "backend"}
+    assert layers == {"abi", "component", "backend", "operators"}
     for case in report["cases"]:
         assert case["outcome"] == "skipped" and "cannot use gpu here" in case["message"], case
         assert availability.reason in case["message"]

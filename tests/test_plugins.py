@@ -127,10 +127,12 @@ def test_detect_hook_of_a_plugin_runs_before_the_builtin(site):
     assert pm.detect_encoding([memoryview(b"GGUF....")]).value == "ggml"  # builtin still runs after
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "wasinn_core", *args], capture_output=True, text=True, env=full, cwd=cwd, timeout=120
+        [sys.executable, "-m", "wasinn_core", *args], capture_output=True, text=True, env=full, cwd=cwd, timeout=timeout
     )
 
 

@@ -50,6 +50,7 @@ from ._errors import (
 from ._hookspecs import hookimpl, hookspec
 from ._host import Host, read_model_files
 from ._linking import add_to_linker, fast_path_available
+from ._onnx_io import OnnxPort, OnnxSignature, match_ports, onnx_signature
 from ._plugins import ENTRY_POINT_GROUP, PluginInfo, PluginManager
 from ._registry import GraphInfo, LoadedGraph, Registry
 from ._run import EXIT_TRAP, GuestError, RunSpec, is_component, run_command
@@ -92,6 +93,8 @@ __all__ = [
     "MissingMemory",
     "ModelConfig",
     "NotFound",
+    "OnnxPort",
+    "OnnxSignature",
     "OptionSpec",
     "PluginError",
     "PluginInfo",
@@ -113,6 +116,8 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "is_component",
+    "match_ports",
+    "onnx_signature",
     "parse_seconds",
     "parse_size",
     "read_model_files",

@@ -159,6 +159,8 @@ class Tensor:
 
     @classmethod
     def from_array(cls, array: npt.ArrayLike) -> Tensor:
-        """Wrap a numpy array (made C-contiguous) as a tensor."""
-        arr = np.ascontiguousarray(array)
+        """Wrap a numpy array (made C-contiguous) as a tensor; a 0-d array stays rank 0."""
+        arr = np.asarray(array)
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)  # never for 0-d arrays, which it would make 1-d
         return cls(tuple(int(d) for d in arr.shape), TensorType.from_numpy(arr.dtype), arr)

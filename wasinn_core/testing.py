@@ -6,6 +6,8 @@ test writes byte by byte: the way to drive the ABI exactly as a hostile or
 sloppy guest would. :func:`run_guest` runs a WASI command and captures its
 output; :func:`registered` adds backends to a plugin manager for a while. The
 pytest fixtures over these live in :mod:`wasinn_core.pytest_plugin`.
+:func:`check_onnx_numbering` checks that an ONNX backend numbers inputs and
+outputs as the graph does (the wasi-nn rule for ONNX; needs the ``onnx`` package).
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from ._config import Limits
 from ._hookspecs import hookimpl
 from ._host import Host
 from ._linking import add_to_linker
+from ._numbering_check import check_onnx_numbering
 from ._plugins import PluginManager
 from ._run import RunSpec, run_command
 from ._witx import _SIGNATURES, MODULE, WitxBinding
 
-__all__ = ["ForwardingGuest", "GuestRun", "forwarding_wat", "registered", "run_guest"]
+__all__ = ["ForwardingGuest", "GuestRun", "check_onnx_numbering", "forwarding_wat", "registered", "run_guest"]
 
 PAGE = 65536
 

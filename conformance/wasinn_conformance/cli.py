@@ -1,6 +1,7 @@
 """``wasinn conformance``: the suite from the command line (a thin layer over pytest).
 
 wasinn conformance --backend onnxruntime [--target gpu] [--json report.json]
+wasinn conformance --backend openvino --layer operators --operators complete   # every ONNX node test
 wasinn conformance --runtime wasmtime            # grade wasmtime's CLI with the ABI layer
 """
 
@@ -23,7 +24,14 @@ def _parser() -> argparse.ArgumentParser:
         help="backend to test (repeatable; default: every installed backend)",
     )
     parser.add_argument("--target", choices=("cpu", "gpu", "tpu"), default="cpu", help="execution target")
-    parser.add_argument("--layer", choices=("abi", "component", "backend", "all"), help="which layer to run")
+    parser.add_argument(
+        "--layer", choices=("abi", "component", "backend", "operators", "all"), help="which layer to run"
+    )
+    parser.add_argument(
+        "--operators",
+        choices=("quick", "complete"),
+        help="the operator layer's cases: quick (default: one per operator and per property) or complete",
+    )
     parser.add_argument("--json", metavar="FILE", help="write the JSON report here")
     parser.add_argument("--config", metavar="FILE", help="embedder config (wasinn.toml) with the backends' options")
     parser.add_argument(
@@ -64,6 +72,7 @@ def pytest_arguments(argv: Sequence[str] | None = None) -> list[str]:
         out += ["--wasinn-expectations", path]
     for flag, value in [
         ("--wasinn-layer", args.layer),
+        ("--wasinn-operators", args.operators),
         ("--wasinn-json", args.json),
         ("--wasinn-config", args.config),
         ("--wasinn-runtime", args.runtime),

@@ -13,7 +13,7 @@ from wasinn_core import PluginInfo
 
 from .suite import Result, Suite
 
-__all__ = ["OUTCOMES", "SUITE_VERSION", "json_report", "matrix", "report_of", "write_json"]
+__all__ = ["OUTCOMES", "SUITE_VERSION", "json_report", "matrix", "operator_lines", "report_of", "write_json"]
 
 SUITE_VERSION = "0.1.0"
 #: The ABI the suite grades: the witx module and the wasi-nn commit its numbering comes from.
@@ -44,10 +44,18 @@ def matrix(results: list[Result]) -> str:
 
 
 def json_report(
-    results: list[Result], plugins: list[PluginInfo], runtime: dict[str, str], problems: list[str] | None = None
+    results: list[Result],
+    plugins: list[PluginInfo],
+    runtime: dict[str, str],
+    problems: list[str] | None = None,
+    operator_layer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The report: suite and host versions, each backend's distribution and library, every case's outcome,
-    and ``problems``: why the run fails although no case failed (a backend on which nothing was tested)."""
+    and ``problems``: why the run fails although no case failed (a backend on which nothing was tested).
+
+    With operator-layer results it also has ``operator_layer`` (what ONNX's node tests gave) and
+    ``operators`` (per backend and operator, the count of each outcome).
+    """
     import wasinn_core
 
     owners = {spec.name: (info, spec) for info in plugins for spec in info.backends}
@@ -67,7 +75,7 @@ def json_report(
                 },
             }
         )
-    return {
+    report = {
         "suite": "wasinn-conformance",
         "suite_version": SUITE_VERSION,
         "abi": ABI,
@@ -99,6 +107,28 @@ def json_report(
             for r in results
         ],
     }
+    if operator_layer is not None:
+        from .operator_report import operator_counts
+
+        report["operator_layer"] = operator_layer
+        report["operators"] = operator_counts(report["cases"])
+    return report
+
+
+def operator_lines(results: list[Result]) -> list[str]:
+    """The terminal's per-operator lines: per backend, the operators whose cases did not all pass."""
+    by_backend: dict[str, dict[str, Counter[str]]] = {}
+    for r in results:
+        if r.case.layer == "operators":
+            by_backend.setdefault(r.case.backend, {}).setdefault(r.case.family, Counter())[r.outcome] += 1
+    lines = []
+    for backend, ops in sorted(by_backend.items()):
+        clean = sum(1 for c in ops.values() if set(c) == {"passed"})
+        lines.append(f"{backend}: {len(ops)} operators, every case passed for {clean}")
+        for op, counts in sorted(ops.items()):
+            if set(counts) != {"passed"}:
+                lines.append(f"  {op}: " + ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if counts[o]))
+    return lines
 
 
 def report_of(suite: Suite) -> dict[str, Any]:
@@ -108,7 +138,9 @@ def report_of(suite: Suite) -> dict[str, Any]:
     runtime = {"name": "wasinn", "version": wasinn_core.__version__}
     if suite.runtime is not None:
         runtime = {"name": suite.runtime.name, "version": suite.runtime.version}
-    return json_report(suite.results, suite.plugins.plugins(), runtime, suite.problems())
+    ran_operators = any(r.case.layer == "operators" for r in suite.results)
+    layer = suite.operator_layer.summary() if ran_operators else None
+    return json_report(suite.results, suite.plugins.plugins(), runtime, suite.problems(), layer)
 
 
 def write_json(path: str | Path, report: dict[str, Any]) -> None:

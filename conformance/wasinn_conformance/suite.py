@@ -15,6 +15,7 @@ from .cases import FORMATS, Case, abi_cases, backend_cases, component_cases
 from .components import component_case, component_wat, reference_model
 from .expectations import Expectations
 from .models import ModelStore
+from .operator_layer import OperatorLayer
 from .runtimes import MODEL_NAME, CommandRuntime, Runtime, WasinnRuntime
 
 __all__ = ["Result", "Suite"]
@@ -42,12 +43,13 @@ class Suite:
     :param runtime: an external runtime for the ABI layer (``None``: wasinn itself).
     :param layers: which layers run.
     :param config: an embedder config whose backend options (``[backends.NAME]``) the suite's hosts use.
+    :param operators: the operator layer's cases: ``quick`` (a deterministic selection) or ``complete``.
     """
 
     backends: list[str] | None = None
     target: str = "cpu"
     runtime: CommandRuntime | None = None
-    layers: frozenset[str] = frozenset({"abi", "component", "backend"})
+    layers: frozenset[str] = frozenset({"abi", "component", "backend", "operators"})
     expectations: Expectations = field(default_factory=Expectations)
     plugins: PluginManager = field(default_factory=PluginManager)
     host_class: type[Host] = Host
@@ -58,6 +60,7 @@ class Suite:
     deselected: set[str] = field(default_factory=set)
     #: What :meth:`problems` found at the end of the run (set by the pytest plugin for its summary).
     run_problems: list[str] = field(default_factory=list)
+    operators: str = "quick"
 
     def __post_init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="wasinn-conformance-"))
@@ -66,6 +69,8 @@ class Suite:
         self.specs = {s.name: s for s in self.plugins.backends()}
         self.tolerances = execute.tolerances()
         self._runtimes: dict[str, Runtime] = {}
+        options = self.config.backends if self.config else None
+        self.operator_layer = OperatorLayer(self.plugins, options, self.tolerances, self.operators, self.host_class)
         unknown = [b for b in self.backends or [] if b not in self.specs]
         if unknown:
             raise ValueError(f"no installed backend is called {', '.join(unknown)}; installed: {', '.join(self.specs)}")
@@ -100,7 +105,9 @@ class Suite:
         out: list[Case] = []
         for name in self.selected():
             spec = self.specs[name]
-            if layer == "backend":
+            if layer == "operators":
+                out += self.operator_layer.cases(spec, self.target)
+            elif layer == "backend":
                 out += backend_cases(name, [e.value for e, p in spec.encodings.items() if p > 0], self.target)
             elif (encoding := self.abi_encoding(name)) is not None:
                 out += by_runtime[layer](name, encoding, self.target)
@@ -153,7 +160,11 @@ class Suite:
         formats = {f for f in spec.capabilities.features if ":" in f}
         if formats and f"{case.encoding}:{case.format}" not in formats:
             return f"{spec.name} declares the model formats {', '.join(sorted(formats))} only"
-        if TensorType(case.dtype) not in spec.capabilities.dtypes:
+        if case.layer == "operators":
+            undeclared = self.operator_layer.missing(case, spec)
+            if undeclared is not None:
+                return undeclared
+        elif TensorType(case.dtype) not in spec.capabilities.dtypes:
             return f"{spec.name} does not declare tensor type {case.dtype}"
         lacking = [f for f in case.requires if f not in spec.capabilities.features]
         if lacking:
@@ -251,6 +262,8 @@ class Suite:
         """Run ``case``; returns the device used (backend layer) or the runtime's name and version (ABI)."""
         if case.layer == "backend":
             return execute.run_backend_case(case, self.host.registry, self.models, self.tolerances)
+        if case.layer == "operators":
+            return self.operator_layer.run(case, self.specs[case.backend])
         runtime = self.runtime_for(case)
         if case.layer == "component":
             execute.run_component_case(case, runtime, self.component_wat(case))
@@ -262,6 +275,7 @@ class Suite:
         return f"{runtime.name} {runtime.version}"
 
     def close(self) -> None:
+        self.operator_layer.close()
         for runtime in self._runtimes.values():
             if isinstance(runtime, WasinnRuntime):
                 runtime.close()

@@ -11,6 +11,7 @@ from wasinn_onnxref import backend_spec
 
 from wasinn_conformance import run_conformance
 from wasinn_core import ExecutionTarget, GraphEncoding, InvalidArgument, Tensor, UnsupportedOperation
+from wasinn_core.testing import check_onnx_numbering
 
 CONFORMANCE = Path(__file__).parents[1] / "conformance.toml"
 
@@ -55,6 +56,12 @@ def test_through_the_abi(wasinn_register, wasinn_guest):
     out, written = guest.alloc(8), guest.alloc(4)
     assert guest.call("get_output", ctx, 0, out, 8, written) == 0
     assert np.frombuffer(guest.read(out, 8), np.float32).tolist() == [6.0, 8.0]
+
+
+def test_numbers_inputs_and_outputs_as_the_onnx_graph(wasinn_register, wasinn_host):
+    """wasi-nn input i is the graph's i-th input that is not an initializer, output j its j-th output."""
+    wasinn_register(backend_spec())
+    check_onnx_numbering(wasinn_host, "onnxref")
 
 
 def test_broken_model_is_a_runtime_error(wasinn_register, wasinn_guest):

@@ -25,10 +25,14 @@ from wasinn_core import (
     Graph,
     GraphEncoding,
     InvalidArgument,
+    OnnxPort,
+    OnnxSignature,
     Tensor,
     TensorKey,
     TensorType,
     UnsupportedOperation,
+    match_ports,
+    onnx_signature,
     record_copy,
 )
 
@@ -119,25 +123,58 @@ def _is_ir(data: memoryview) -> bool:
 
 
 class _IO:
-    __slots__ = ("index", "name", "names", "ov_type", "shape")
+    """A wasi-nn input or output: the library's port ``index`` (``None``: OpenVINO dropped it) and its names."""
 
-    def __init__(self, index: int, port: Any) -> None:
+    __slots__ = ("declared", "index", "name", "names", "ov_type", "shape")
+
+    def __init__(self, index: int | None, port: Any, declared: OnnxPort | None = None) -> None:
         self.index = index
-        self.names = set(port.get_names())
-        self.name = port.get_any_name() if self.names else str(index)
-        self.ov_type = port.get_element_type().get_type_name()
-        self.shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+        self.declared = declared  # the ONNX graph's declaration (ONNX models only)
+        self.names = set(port.get_names()) if port is not None else set()
+        if declared is not None:
+            self.names.add(declared.name)
+            self.name = declared.name
+        else:
+            self.name = port.get_any_name() if self.names else str(index)
+        if port is None:
+            self.ov_type, self.shape = "", ()
+        else:
+            self.ov_type = port.get_element_type().get_type_name()
+            self.shape = tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+
+
+def _ports(ports: Sequence[Any], declared: Sequence[OnnxPort] | None, what: str) -> list[_IO]:
+    """wasi-nn's numbering: the compiled model's ports for IR; the ONNX graph's own ports for ONNX.
+
+    OpenVINO drops inputs it folds away (unused, zero-size) and renames an input that feeds an output
+    directly; such a port keeps its ONNX index, and a dropped input is only checked against its
+    declaration.
+    """
+    if declared is None:
+        return [_IO(i, p) for i, p in enumerate(ports)]
+
+    def fits(port: OnnxPort, k: int) -> bool:
+        ov_type = OV_TYPES.get(ports[k].get_element_type().get_type_name())
+        return (port.type is None or port.type is ov_type) and (
+            port.shape is None or ports[k].get_partial_shape().rank.get_length() == len(port.shape)
+        )
+
+    try:
+        indexes = match_ports(declared, [p.get_names() for p in ports], fits)
+    except ValueError as exc:
+        raise BackendError(f"OpenVINO's compiled model does not follow the ONNX graph's {what}s: {exc}") from None
+    return [_IO(k, ports[k] if k is not None else None, d) for k, d in zip(indexes, declared, strict=True)]
 
 
 class OpenVINOGraph(Graph):
     """A compiled model, shared by every context (and every instance, for named models)."""
 
-    def __init__(self, compiled: Any, weights: Any) -> None:
+    def __init__(self, compiled: Any, weights: Any, signature: OnnxSignature | None = None) -> None:
         self.compiled = compiled
         self._weights = weights  # the model may reference the weights buffer
         self.device = ",".join(compiled.get_property("EXECUTION_DEVICES"))
-        self.inputs = [_IO(i, p) for i, p in enumerate(compiled.inputs)]
-        self.outputs = [_IO(i, p) for i, p in enumerate(compiled.outputs)]
+        self.inputs = _ports(compiled.inputs, signature.inputs if signature else None, "input")
+        self.outputs = _ports(compiled.outputs, signature.outputs if signature else None, "output")
 
     @staticmethod
     def lookup(table: Sequence[_IO], key: TensorKey, what: str) -> _IO:
@@ -175,6 +212,7 @@ class OpenVINOContext(ExecutionContext):
         self._graph = graph
         self._request = graph.compiled.create_infer_request()
         self._set = [False] * len(graph.inputs)
+        self._position = {io.index: i for i, io in enumerate(graph.inputs) if io.index is not None}
         self._computed = False
         self._checked: dict[tuple[TensorKey, TensorType, tuple[int, ...]], _IO] = {}
         self._views: dict[int, tuple[tuple[int, ...], np.ndarray[Any, Any]]] = {}  # index -> (dims, view)
@@ -188,6 +226,10 @@ class OpenVINOContext(ExecutionContext):
             if len(self._checked) >= 64:
                 self._checked.clear()
             self._checked[check] = meta
+        if meta.index is None:  # an input OpenVINO folded away: checked, then ignored
+            self._set[self._graph.inputs.index(meta)] = True
+            self._computed = False
+            return
         cached = self._views.get(meta.index)
         if cached is None or cached[0] != dims:
             self._views.pop(meta.index, None)  # resizing reallocates the tensor under the old view
@@ -201,11 +243,14 @@ class OpenVINOContext(ExecutionContext):
             src = src.view(dst.dtype)
         np.copyto(dst, src)  # the one copy in
         record_copy(src.nbytes)
-        self._set[meta.index] = True
+        self._set[self._position[meta.index]] = True
         self._computed = False
 
     def _validate(self, key: TensorKey, tensor: Tensor) -> _IO:
         meta = self._graph.lookup(self._graph.inputs, key, "input")
+        if meta.index is None and meta.declared is not None:
+            meta.declared.check(tensor)
+            return meta
         want = OV_TYPES.get(meta.ov_type)
         if want is None:
             raise InvalidArgument(f"input {meta.name!r} has type {meta.ov_type}, which wasi-nn cannot express")
@@ -232,6 +277,8 @@ class OpenVINOContext(ExecutionContext):
         meta = (
             outputs[key] if type(key) is int and 0 <= key < len(outputs) else self._graph.lookup(outputs, key, "output")
         )
+        if meta.index is None:
+            raise BackendError(f"output {meta.name!r} of the ONNX graph is missing from OpenVINO's compiled model")
         data = self._request.get_output_tensor(meta.index).data
         ttype = OV_TYPES.get(meta.ov_type)
         if meta.ov_type == "boolean":
@@ -266,7 +313,7 @@ class OpenVINOBackend(Backend):
         target: ExecutionTarget,
         options: Mapping[str, Any],
     ) -> Graph:
-        weights = None
+        weights = signature = None
         if encoding is GraphEncoding.OPENVINO:
             if not _is_ir(builders[0]):
                 # OpenVINO would also read ONNX (and follow its external-data paths) under this encoding
@@ -278,6 +325,7 @@ class OpenVINOBackend(Backend):
             model = core().read_model(model=bytes(builders[0]), weights=weights)
         else:
             model = core().read_model(model=bytes(builders[0]))
+            signature = onnx_signature(builders[0])  # OpenVINO read it: well-formed
         device = device_name(target, options)
         config = compile_config(options)
         try:
@@ -286,6 +334,6 @@ class OpenVINOBackend(Backend):
             if target is ExecutionTarget.CPU:
                 raise
             raise UnsupportedOperation(f"OpenVINO could not compile for {device}: {exc}") from exc
-        graph = OpenVINOGraph(compiled, weights)
+        graph = OpenVINOGraph(compiled, weights, signature)
         log.debug("compiled for %s on %s with %s", device, graph.device, config)
         return graph

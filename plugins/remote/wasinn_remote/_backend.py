@@ -16,6 +16,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,12 @@ from wasinn_core import (
     Graph,
     GraphEncoding,
     InvalidArgument,
+    OnnxPort,
     Tensor,
     TensorKey,
     UnsupportedOperation,
+    match_ports,
+    onnx_signature,
 )
 
 from ._client import V2_TYPES, WASI_TYPES, Endpoint, ModelMeta, Server, TensorMeta
@@ -160,7 +164,16 @@ class RemoteBackend(Backend):
             raise
         device = f"{server.endpoint.url} {model}" + (f" v{version}" if version else "")
         repository = str(options["repository"]) if builders else ""
-        return RemoteGraph(self, server, model, version, meta, device, repository, control)
+        graph = RemoteGraph(self, server, model, version, meta, device, repository, control)
+        if builders:  # an uploaded ONNX model: wasi-nn numbers its ports as its graph does
+            try:
+                signature = onnx_signature(builders[0])
+                graph.inputs = _ports(signature.inputs, meta.inputs)
+                graph.outputs = _ports(signature.outputs, meta.outputs)
+            except Exception:
+                graph.close()
+                raise
+        return graph
 
     def _upload(
         self, server: Server, builders: Sequence[memoryview], encoding: GraphEncoding, options: Mapping[str, Any]
@@ -217,6 +230,23 @@ class RemoteBackend(Backend):
             server.close()
 
 
+@dataclass(frozen=True, slots=True)
+class _Port:
+    """A wasi-nn input or output: the server's tensor (``None``: the server dropped it) and its ONNX declaration."""
+
+    name: str
+    served: TensorMeta | None
+    declared: OnnxPort | None = None
+
+
+def _ports(declared: Sequence[OnnxPort], served: Sequence[TensorMeta]) -> list[_Port]:
+    try:
+        indexes = match_ports(declared, [{m.name} for m in served])
+    except ValueError as exc:
+        raise InvalidArgument(f"remote: the server's model does not follow the ONNX graph: {exc}") from None
+    return [_Port(d.name, served[k] if k is not None else None, d) for d, k in zip(declared, indexes, strict=True)]
+
+
 class RemoteGraph(Graph):
     def __init__(
         self,
@@ -233,6 +263,8 @@ class RemoteGraph(Graph):
         self.device = device
         self._repository = repository  # set when the graph's model was uploaded
         self._control = control
+        self.inputs = [_Port(m.name, m) for m in meta.inputs]
+        self.outputs = [_Port(m.name, m) for m in meta.outputs]
 
     def init_execution_context(self) -> ExecutionContext:
         return RemoteContext(self)
@@ -245,10 +277,11 @@ class RemoteGraph(Graph):
 class RemoteContext(ExecutionContext):
     def __init__(self, graph: RemoteGraph) -> None:
         self._graph = graph
-        self._inputs: dict[int, np.ndarray] = {}
+        self._inputs: dict[int, np.ndarray | None] = {}  # None: an input the server dropped, checked only
         self._outputs: dict[str, np.ndarray] | None = None
 
-    def _index(self, key: TensorKey, io: Sequence[TensorMeta], what: str) -> int:
+    @staticmethod
+    def _index(key: TensorKey, io: Sequence[_Port], what: str) -> int:
         if isinstance(key, str):
             for i, item in enumerate(io):
                 if item.name == key:
@@ -260,8 +293,15 @@ class RemoteContext(ExecutionContext):
         return key
 
     def set_input(self, key: TensorKey, tensor: Tensor) -> None:
-        index = self._index(key, self._graph.meta.inputs, "input")
-        meta = self._graph.meta.inputs[index]
+        index = self._index(key, self._graph.inputs, "input")
+        port = self._graph.inputs[index]
+        meta = port.served
+        if meta is None:
+            if port.declared is not None:
+                port.declared.check(tensor)
+            self._inputs[index] = None
+            self._outputs = None
+            return
         datatype = V2_TYPES[tensor.type]
         if datatype != meta.datatype:
             want = WASI_TYPES.get(meta.datatype)
@@ -280,22 +320,27 @@ class RemoteContext(ExecutionContext):
 
     def compute(self) -> None:
         graph = self._graph
-        missing = [m.name for i, m in enumerate(graph.meta.inputs) if i not in self._inputs]
+        missing = [p.name for i, p in enumerate(graph.inputs) if i not in self._inputs]
         if missing:
             raise InvalidArgument(f"inputs not set: {', '.join(missing)}")
-        inputs = [(graph.meta.inputs[i], array) for i, array in sorted(self._inputs.items())]
-        names = [m.name for m in graph.meta.outputs]
+        inputs = [
+            (port.served, array)
+            for i, port in enumerate(graph.inputs)
+            if port.served is not None and (array := self._inputs[i]) is not None
+        ]
+        names = [p.served.name for p in graph.outputs if p.served is not None]
         self._outputs = graph.server.infer(graph.model, graph.version, inputs, names)
 
     def get_output(self, key: TensorKey) -> Tensor:
         if self._outputs is None:
             raise InvalidArgument("no outputs: compute has not run on this context since its inputs changed")
-        index = self._index(key, self._graph.meta.outputs, "output")
-        array = self._outputs[self._graph.meta.outputs[index].name]
-        return Tensor.from_array(array)
+        port = self._graph.outputs[self._index(key, self._graph.outputs, "output")]
+        if port.served is None:
+            raise InvalidArgument(f"remote: the server's model has no output {port.name!r} of the ONNX graph")
+        return Tensor.from_array(self._outputs[port.served.name])
 
     def output_names(self) -> Sequence[str]:
-        return [m.name for m in self._graph.meta.outputs]
+        return [p.name for p in self._graph.outputs]
 
     def close(self) -> None:
         self._inputs.clear()

@@ -134,17 +134,36 @@ def _package_dirs(modules: Iterable[str]) -> list[str]:
     return dirs
 
 
+def _code_in(folder: str) -> list[str]:
+    """The Python packages and modules directly in ``folder`` (not its other files)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        path = os.path.join(folder, name)
+        if name.endswith((".py", ".so")) or os.path.isfile(os.path.join(path, "__init__.py")):
+            out.append(path)
+    return out
+
+
 def read_paths(modules: Sequence[str]) -> list[str]:
     """What a worker may read: the interpreter's and the libraries' files, CPU facts, nothing of the host's.
 
-    Site-packages folders are readable whole; other ``sys.path`` entries (a checkout holding editable
-    installs, the current folder) only for the packages the worker imports.
+    Site-packages folders are readable whole; of other ``sys.path`` entries (a checkout holding editable
+    installs, the current folder) only the Python packages and modules, not the files beside them.
     """
     names = ("stdlib", "platstdlib", "purelib", "platlib")
-    candidates = [sysconfig.get_paths()[n] for n in names]
-    candidates += [*site.getsitepackages(), site.getusersitepackages()]
-    candidates += [os.path.join(sys.base_prefix, "lib"), os.path.join(sys.base_exec_prefix, "lib")]
-    candidates += _package_dirs(["wasinn_core", *modules])
+    whole = [sysconfig.get_paths()[n] for n in names]
+    whole += [*site.getsitepackages(), site.getusersitepackages()]
+    whole += [os.path.join(sys.base_prefix, "lib"), os.path.join(sys.base_exec_prefix, "lib")]
+    whole_real = {os.path.realpath(p) for p in whole if p}
+    candidates = [*whole, *_package_dirs(["wasinn_core", *modules])]
+    for entry in sys.path:
+        real = os.path.realpath(entry or os.curdir)
+        if os.path.isdir(real) and not any(real == w or real.startswith(w + os.sep) for w in whole_real):
+            candidates += _code_in(real)
     candidates += list(_SYSTEM_READ)
     seen: dict[str, None] = {}
     for path in candidates:

@@ -34,6 +34,7 @@ from ._backend import (
 from ._cli_parse import NN_GRAPH_FILES
 from ._config import Config, Limits, ModelConfig, parse_seconds, parse_size
 from ._errors import (
+    BackendErrno,
     BackendError,
     Busy,
     ConfigError,
@@ -57,18 +58,21 @@ from ._session import Session
 from ._stats import COPIES, HostStats, record_copy
 from ._types import ExecutionTarget, GraphEncoding, Tensor, TensorType
 from ._wit import WIT_VERSIONS, WitBinding
+from ._wasmedge import GGML_ERRNO
 from ._witx import WitxBinding
 
 __all__ = [
     "COPIES",
     "ENTRY_POINT_GROUP",
     "EXIT_TRAP",
+    "GGML_ERRNO",
     "KNOWN_FEATURES",
     "NN_GRAPH_FILES",
     "PLUGIN_API_VERSION",
     "WIT_VERSIONS",
     "Availability",
     "Backend",
+    "BackendErrno",
     "BackendError",
     "BackendSpec",
     "Busy",

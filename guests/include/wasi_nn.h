@@ -24,6 +24,11 @@ typedef enum {
     NN_ERRNO_UNSUPPORTED_OPERATION = 6,
     NN_ERRNO_TOO_LARGE = 7,
     NN_ERRNO_NOT_FOUND = 8,
+    /* WasmEdge's GGML backend (wasinn-llama, wasinn-remote): outcomes guests branch on */
+    NN_ERRNO_END_OF_SEQUENCE = 100,
+    NN_ERRNO_CONTEXT_FULL = 101,
+    NN_ERRNO_PROMPT_TOO_LONG = 102,
+    NN_ERRNO_MODEL_NOT_FOUND = 103,
 } nn_errno_t;
 
 typedef enum {
@@ -97,10 +102,23 @@ int32_t nn_unload(nn_graph_t graph);
 WASI_NN_IMPORT("finalize_execution_context")
 int32_t nn_finalize_execution_context(nn_context_t ctx);
 
+/* WasmEdge extensions: token-by-token generation (GGML). compute_single returns 100 at the end of the
+ * answer and 101 when the context is full; get_output_single gives the last token's bytes. */
+WASI_NN_IMPORT("compute_single")
+int32_t nn_compute_single(nn_context_t ctx);
+WASI_NN_IMPORT("get_output_single")
+int32_t nn_get_output_single(nn_context_t ctx, uint32_t index, uint8_t *out, uint32_t out_max,
+                             uint32_t *bytes_written);
+WASI_NN_IMPORT("fini_single")
+int32_t nn_fini_single(nn_context_t ctx);
+
 static inline const char *nn_strerror(int32_t err) {
     static const char *names[] = {"success", "invalid_argument", "invalid_encoding", "missing_memory", "busy",
                                   "runtime_error", "unsupported_operation", "too_large", "not_found"};
-    return (err >= 0 && err <= 8) ? names[err] : "unknown errno";
+    static const char *ggml[] = {"end_of_sequence", "context_full", "prompt_too_long", "model_not_found"};
+    if (err >= 0 && err <= 8) return names[err];
+    if (err >= 100 && err <= 103) return ggml[err - 100];
+    return "unknown errno";
 }
 
 #endif /* WASI_NN_H */

@@ -106,13 +106,15 @@ class BackendErrno(BackendError):
     as is, the WIT ABI (which has no such codes) a ``runtime-error`` whose data names the cause.
 
     :param errno: the witx errno, 100 or more (below are the spec's codes).
+    :param quiet: an expected outcome (the end of an answer), logged at info rather than as a warning.
     """
 
-    def __init__(self, errno: int, message: str) -> None:
+    def __init__(self, errno: int, message: str, *, quiet: bool = False) -> None:
         if not 100 <= errno <= 0xFFFF:
             raise ValueError(f"a backend's own errno is in 100..65535, got {errno}")
         super().__init__(message)
         self.errno = errno
+        self.quiet = quiet
 
 
 class UnsupportedOperation(WasiNNError):

@@ -129,7 +129,7 @@ class WitxBinding:
                 impl(caller, *args)
                 return 0
             except BackendErrno as exc:  # the backend's own code (GGML's end of sequence...), passed through
-                self._log(name, params, args, exc.code, f"errno {exc.errno}: {exc.message}", quiet=True)
+                self._log(name, params, args, exc.code, f"errno {exc.errno}: {exc.message}", quiet=exc.quiet)
                 return exc.errno
             except WasiNNError as exc:
                 self._log(name, params, args, exc.code, exc.message)
@@ -150,8 +150,8 @@ class WitxBinding:
             f"{p}={a & _U32_MASK:#x}" if p.endswith(("_ptr", "_out")) else f"{p}={a & _U32_MASK}"
             for p, a in zip(params, args, strict=False)
         )
-        # a too-small output buffer is how guests ask for the size (they retry), and a backend's own
-        # errno is an outcome guests branch on (end of sequence): neither is worth a warning
+        # a too-small output buffer is how guests ask for the size (they retry), and the end of an answer
+        # is how streaming guests stop: neither is worth a warning
         quiet = quiet or (code is ErrorCode.TOO_LARGE and name.startswith("get_output"))
         level = logging.INFO if quiet else logging.WARNING
         log.log(level, "%s(%s): %s: %s", name, call, code.value, message)

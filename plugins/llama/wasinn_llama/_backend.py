@@ -58,7 +58,7 @@ _USAGE_NAMES = ("metadata", "usage", "1")
 
 def _errno(name: str, message: str) -> BackendErrno:
     code = GGML_ERRNO[name]
-    return BackendErrno(code, f"{name.replace('_', ' ')} ({code}): {message}")
+    return BackendErrno(code, f"{name.replace('_', ' ')} ({code}): {message}", quiet=name == "end_of_sequence")
 
 
 class LlamaBackend(Backend):
@@ -130,7 +130,13 @@ class LlamaGraph(Graph):
         self.train_ctx = int(engine.llama_cpp.llama_model_n_ctx_train(model.model))
         self.max_ctx = max_ctx or self.train_ctx
         self.lock = threading.RLock()
-        self._check_ctx(meta)
+        try:
+            self._check_ctx(meta)
+            if meta.grammar or meta.json_schema:
+                engine.make_sampler(model, meta).close()  # a bad grammar fails the load, not the first compute
+        except BaseException:
+            model.close()
+            raise
 
     def _check_ctx(self, meta: Metadata) -> None:
         if meta.ctx_size > self.max_ctx:

@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 # torch is pinned here (a CPU build on these machines); the plugins themselves declare ranges.
 TORCH := torch==2.13.0
+# llama-cpp-python builds llama.cpp from source (about 6 minutes on 2 cores, once: pip's wheel cache keeps the
+# wheel, so later installs take seconds); a portable x86-64 CPU build. wasinn-llama declares a range.
+LLAMA := llama-cpp-python[server]==0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 export ZIG_GLOBAL_CACHE_DIR := $(CURDIR)/.zig-cache
 
 # `make demo BACKEND=pytorch` (or openvino) runs the same guest on another backend plugin.
@@ -15,7 +19,10 @@ MODEL_openvino := examples/digits/model/digits.xml:examples/digits/model/digits.
 PLUGIN_onnx := -e plugins/onnx
 PLUGIN_pytorch := -e plugins/pytorch $(TORCH)
 PLUGIN_openvino := -e plugins/openvino
+PLUGIN_llama := -e plugins/llama $(LLAMA) -e conformance $(TORCH)
 DEMO_FLAGS = --dir examples/digits/images::/images --nn-preload digits:$(BACKEND):cpu:$(MODEL_$(BACKEND))
+# `make demo BACKEND=llama`: a chat guest on a tiny GGUF model trained here (python -m wasinn_conformance.gguf_models)
+LLM_MODEL = $$($(BIN)/python -m wasinn_conformance.gguf_models --out .cache/llm)
 
 LINTED := wasinn_core plugins conformance tests guests examples benchmarks
 REPORTS := .reports
@@ -27,17 +34,23 @@ $(BIN)/python:
 	$(PIP) install -U pip
 
 $(VENV)/.demo-%: $(BIN)/python pyproject.toml plugins/%/pyproject.toml
-	$(PIP) install -e . $(PLUGIN_$*)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -e . $(PLUGIN_$*)
 	touch $@
 
 $(VENV)/.dev: $(BIN)/python pyproject.toml plugins/*/pyproject.toml conformance/pyproject.toml \
               examples/plugin-template/pyproject.toml
-	$(PIP) install -e '.[dev]' -e plugins/onnx -e plugins/pytorch -e plugins/openvino $(TORCH) onnxscript onnx \
-	    -e 'plugins/remote[loopback]' -e 'conformance[wasmtime]' -e examples/plugin-template
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -e '.[dev]' -e plugins/onnx -e plugins/pytorch -e plugins/openvino \
+	    $(TORCH) onnxscript onnx -e 'plugins/remote[loopback]' -e 'conformance[wasmtime]' -e examples/plugin-template \
+	    -e plugins/llama '$(LLAMA)'
 	touch $@
 
 demo: $(VENV)/.demo-$(BACKEND)  ## classify the shipped digit images in a wasm guest (default: ONNX Runtime)
+ifeq ($(BACKEND),llama)
+	$(BIN)/wasinn run --dir .:. --nn-preload default:GGML:CPU:$(LLM_MODEL) guests/wasm/llama.wasm --chat \
+	    default 'Who are you?'
+else
 	$(BIN)/wasinn run $(DEMO_FLAGS) guests/wasm/digits.wasm /images
+endif
 
 test: $(VENV)/.dev lint typecheck pytest conformance site bench-check  ## install everything, lint, type-check, run every suite
 

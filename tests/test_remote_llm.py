@@ -134,3 +134,21 @@ def test_server_down_is_a_runtime_error(model: Path) -> None:
 
     run = run_llama(remote_host(f"http://127.0.0.1:{free_port()}", timeout_s=1.0), "default", "hi")
     assert "load_by_name: unsupported_operation (errno 6)" in run.stderr  # the probe: the server is not ready
+
+
+def test_conformance_llm_layer_on_the_remote_backend(url: str, tmp_path: Path) -> None:
+    """``wasinn conformance --layer llm`` grades the remote backend on the loopback server, like a local one."""
+    from .test_plugins import run_cli
+
+    config = tmp_path / "wasinn.toml"
+    config.write_text(
+        f'[[models]]\nname = "conformance-llm"\nencoding = "ggml"\nbackend = "remote"\n'
+        f'options = {{ url = "{url}", protocol = "openai", model = "tiny" }}\n'
+    )
+    report = tmp_path / "report.json"
+    run = run_cli("conformance", "-q", "--backend", "remote", "--layer", "llm", "--config", str(config),
+                  "--json", str(report))  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:]
+    results = json.loads(report.read_text())
+    outcomes = {c["id"]: c["outcome"] for c in results["cases"]}
+    assert len(outcomes) == 13 and set(outcomes.values()) == {"passed"}, outcomes

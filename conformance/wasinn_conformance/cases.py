@@ -5,6 +5,7 @@ A case id is stable and human-readable; expectations files refer to it:
     abi/<case>                                          ABI layer (guest abi.wasm, abi_ext.wasm, ...)
     component/<wit-version>/<case>                      component layer (generated WAT components)
     backend/<encoding>/<format>/<target>/<dtype>/<family>[/<variant>]   backend layer
+    llm/<case>                                          LLM layer (backends claiming ggml)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Literal, final
 
 from .components import COMPONENT_CASES, VERSIONS
 
-Layer = Literal["abi", "component", "backend"]
+Layer = Literal["abi", "component", "backend", "llm"]
 
 #: Tensor types of the backend layer, in report order.
 DTYPES = ("f16", "bf16", "f32", "f64", "u8", "i32", "i64")
@@ -229,6 +230,8 @@ class Case:
             return (self.backend, "abi", self.target, "-")
         if self.layer == "component":
             return (self.backend, f"wit@{self.variant.removeprefix('0.2.0-rc-')}", self.target, "-")
+        if self.layer == "llm":
+            return (self.backend, "ggml/llm", self.target, "-")
         return (self.backend, f"{self.encoding}/{self.format}", self.target, self.dtype)
 
 

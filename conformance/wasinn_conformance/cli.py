@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
         help="backend to test (repeatable; default: every installed backend)",
     )
     parser.add_argument("--target", choices=("cpu", "gpu", "tpu"), default="cpu", help="execution target")
-    parser.add_argument("--layer", choices=("abi", "component", "backend", "all"), help="which layer to run")
+    parser.add_argument("--layer", choices=("abi", "component", "backend", "llm", "all"), help="which layer to run")
     parser.add_argument("--json", metavar="FILE", help="write the JSON report here")
     parser.add_argument("--config", metavar="FILE", help="embedder config (wasinn.toml) with the backends' options")
     parser.add_argument(

@@ -1,6 +1,7 @@
 """Tiny GGUF language models made here, deterministically: no download, a few seconds of CPU.
 
-    python -m wasinn_conformance.gguf_models [--out DIR]     → DIR/tiny-llama-<hash>.gguf (path printed)
+    python -m wasinn_conformance.gguf_models [--out DIR]     → DIR/tiny-llama-<hash>.gguf (path printed),
+                                                                and a copy, DIR/tiny-llama.gguf
 
 A llama-architecture model (2 layers, width 64, about 170k parameters) with a character-level
 SentencePiece vocabulary (byte fallback, ``<s>``, ``</s>``, ``<|im_start|>``, ``<|im_end|>``) is trained
@@ -222,14 +223,21 @@ def write(path: Path, weights: dict[str, np.ndarray], name: str = "tiny-llama") 
 
 
 def build(out: Path = DEFAULT_OUT) -> Path:
-    """The trained tiny model's path, training it (about 10 s) unless this build exists."""
+    """The trained tiny model's path, training it (about 20 s of CPU) unless this build exists.
+
+    ``OUT/tiny-llama.gguf`` is a copy under a stable name, for command lines in the docs.
+    """
     path = Path(out) / f"tiny-llama-{_digest()}.gguf"
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob("tiny-llama-*.gguf"):
-        stale.unlink()
-    write(path, _train(len(vocabulary()[0])))
+    stable = path.with_name("tiny-llama.gguf")
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in path.parent.glob("tiny-llama-*.gguf"):
+            stale.unlink()
+        write(path, _train(len(vocabulary()[0])))
+    if not stable.exists() or stable.stat().st_size != path.stat().st_size or stable.read_bytes() != path.read_bytes():
+        partial = stable.with_suffix(".copy")
+        partial.write_bytes(path.read_bytes())
+        partial.replace(stable)
     return path
 
 

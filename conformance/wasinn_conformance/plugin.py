@@ -24,7 +24,7 @@ from .runtimes import CommandRuntime, python_command, wasmtime_runtime
 from .suite import Result, Suite
 
 SUITE_KEY = pytest.StashKey[Suite]()
-CASE_FIXTURES = {"backend_case": "backend", "abi_case": "abi", "component_case": "component"}
+CASE_FIXTURES = {"backend_case": "backend", "abi_case": "abi", "component_case": "component", "llm_case": "llm"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,7 +39,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--wasinn-target", default="cpu", choices=("cpu", "gpu", "tpu"), help="execution target")
     group.addoption(
         "--wasinn-layer",
-        choices=("abi", "component", "backend", "all"),
+        choices=("abi", "component", "backend", "llm", "all"),
         default=None,
         help="which layer to run (default: all; abi and component with --wasinn-runtime)",
     )
@@ -110,7 +110,7 @@ def suite_of(config: pytest.Config) -> Suite:
                 backends=config.getoption("--wasinn-backend"),
                 target=config.getoption("--wasinn-target"),
                 runtime=runtime,
-                layers=frozenset({"abi", "component", "backend"} if layer == "all" else {layer}),
+                layers=frozenset({"abi", "component", "backend", "llm"} if layer == "all" else {layer}),
                 expectations=expectations,
             )
         except (ValueError, ConfigError) as exc:

@@ -111,6 +111,7 @@ class OpenAIClient:
     def stream(self, body: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         """The chunks of a streamed completion, read one at a time as the guest asks for them."""
         answer = self._request("/completions", {**body, "stream": True})
+        chunks = 0
         try:
             for raw in answer:
                 line = raw.decode("utf-8").strip()
@@ -119,9 +120,15 @@ class OpenAIClient:
                 data = line[5:].strip()
                 if data == "[DONE]":
                     return
+                chunks += 1
                 yield json.loads(data)
         finally:
             answer.close()
+        if chunks == 0:
+            # some servers (llama-cpp-python) fail a stream after its 200 header, sending nothing: the same
+            # request without streaming, one token long, gets the error with its cause (a prompt too long)
+            self.complete({**body, "max_tokens": 1})
+            raise BackendError(f"remote: {self.url} ended a stream without sending anything")
 
 
 def load_ggml(

@@ -27,7 +27,7 @@ LLM_MODEL = $$($(BIN)/python -m wasinn_conformance.gguf_models --out .cache/llm)
 LINTED := wasinn_core plugins conformance tests guests examples benchmarks
 REPORTS := .reports
 
-.PHONY: demo test lint typecheck pytest conformance site bench-check docs bench fuzz soak guests model clean
+.PHONY: demo test lint typecheck pytest conformance site bench-check docs bench bench-llm llm-conformance fuzz soak guests model clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,7 +71,7 @@ pytest: $(VENV)/.dev
 # wasinn.toml), then on wasmtime's own CLI (its known failures ship with the suite). Reports in $(REPORTS)/.
 conformance: $(VENV)/.dev
 	mkdir -p $(REPORTS)
-	$(BIN)/wasinn conformance -q --backend onnxruntime --backend pytorch --backend openvino --backend onnxref \
+	$(BIN)/wasinn conformance -q --backend onnxruntime --backend pytorch --backend openvino --backend onnxref --backend llama \
 	    --expectations conformance/wasinn_conformance/expectations/wasinn.toml --json $(REPORTS)/conformance.json
 	$(BIN)/wasinn conformance -q --runtime wasmtime --json $(REPORTS)/conformance-wasmtime.json
 
@@ -82,12 +82,19 @@ site: $(VENV)/.dev
 # The benchmark runner in its quick mode, to check that it works (never a timed assertion).
 bench-check: $(VENV)/.dev
 	$(BIN)/python -m benchmarks --quick -q --out $(REPORTS)/performance-quick.md
+	$(BIN)/python -m benchmarks.llm --quick --out $(REPORTS)/llm-benchmark-quick.json
 
 docs: $(VENV)/.dev  ## serve the docs site on http://127.0.0.1:8000
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 bench: $(VENV)/.dev  ## the full benchmark (minutes): rewrites docs/performance.md and its plot
 	$(BIN)/python -m benchmarks --out docs/performance.md
+
+bench-llm: $(VENV)/.dev  ## the LLM benchmark (a minute): rewrites docs/results/llm-benchmark.json
+	$(BIN)/python -m benchmarks.llm --out docs/results/llm-benchmark.json
+
+llm-conformance: $(VENV)/.dev  ## the LLM conformance layer on llama and on remote (loopback server): docs/results/
+	$(BIN)/python -m benchmarks.llm_conformance --out docs/results/llm-conformance.json
 
 fuzz: $(VENV)/.dev  ## long fuzz runs: 1,000,000 hostile host calls, 1,000 mutated models per format
 	$(BIN)/python -m tests.fuzzing --calls $${FUZZ_CALLS:-1000000} --seed $${FUZZ_SEED:-1} --models 1000 2>/dev/null

@@ -24,7 +24,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CHAT", "CORPUS", "DEFAULT_OUT", "SPECIALS", "build", "chat_prompt", "encode", "vocabulary"]
+__all__ = [
+    "CHAT",
+    "CORPUS",
+    "DEFAULT_OUT",
+    "SPECIALS",
+    "build",
+    "chat_prompt",
+    "encode",
+    "random_weights",
+    "vocabulary",
+    "write",
+]
 
 DEFAULT_OUT = Path(os.environ.get("WASINN_LLM_MODELS", Path.cwd() / ".cache" / "llm"))
 
@@ -183,21 +194,44 @@ def _train(n_vocab: int) -> dict[str, np.ndarray]:
     return {name: p.detach().numpy().astype(np.float32) for name, p in params.items()}
 
 
-def write(path: Path, weights: dict[str, np.ndarray], name: str = "tiny-llama") -> None:
+def random_weights(embd: int, layers: int, heads: int, ff: int, seed: int = SEED) -> dict[str, np.ndarray]:
+    """Seeded random weights of a llama model of this shape (for benchmarks: its text means nothing)."""
+    rng = np.random.default_rng(seed)
+    n_vocab = len(vocabulary()[0])
+
+    def linear(rows: int, cols: int) -> np.ndarray:
+        return (rng.standard_normal((rows, cols)) / math.sqrt(cols)).astype(np.float32)
+
+    weights = {"token_embd.weight": linear(n_vocab, embd), "output_norm.weight": np.ones(embd, np.float32)}
+    weights["output.weight"] = linear(n_vocab, embd)
+    for b in range(layers):
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            weights[f"blk.{b}.{name}.weight"] = linear(embd, embd)
+        weights[f"blk.{b}.attn_norm.weight"] = np.ones(embd, np.float32)
+        weights[f"blk.{b}.ffn_norm.weight"] = np.ones(embd, np.float32)
+        weights[f"blk.{b}.ffn_gate.weight"] = linear(ff, embd)
+        weights[f"blk.{b}.ffn_up.weight"] = linear(ff, embd)
+        weights[f"blk.{b}.ffn_down.weight"] = linear(embd, ff)
+    return weights
+
+
+def write(path: Path, weights: dict[str, np.ndarray], name: str = "tiny-llama", heads: int = N_HEAD,
+          context: int = N_CTX) -> None:  # fmt: skip
     """Write ``weights`` (llama.cpp tensor names) with this module's vocabulary as a llama GGUF."""
     import gguf
 
     texts, types = vocabulary()
+    embd = weights["token_embd.weight"].shape[1]
     partial = path.with_suffix(".partial")
     writer = gguf.GGUFWriter(str(partial), "llama")
     writer.add_name(name)
-    writer.add_context_length(N_CTX)
-    writer.add_embedding_length(N_EMBD)
-    writer.add_block_count(N_LAYER)
-    writer.add_feed_forward_length(N_FF)
-    writer.add_head_count(N_HEAD)
-    writer.add_head_count_kv(N_HEAD)
-    writer.add_rope_dimension_count(N_EMBD // N_HEAD)
+    writer.add_context_length(context)
+    writer.add_embedding_length(embd)
+    writer.add_block_count(sum(1 for k in weights if k.endswith("attn_q.weight")))
+    writer.add_feed_forward_length(weights["blk.0.ffn_up.weight"].shape[0])
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(heads)
+    writer.add_rope_dimension_count(embd // heads)
     writer.add_rope_freq_base(ROPE_BASE)
     writer.add_layer_norm_rms_eps(RMS_EPS)
     writer.add_vocab_size(len(texts))

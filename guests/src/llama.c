@@ -17,6 +17,9 @@
  *   --load FILE        load(FILE bytes, ggml, cpu) instead of a named model (a guest-supplied GGUF)
  *   --usage            print output 1 (the usage JSON) on its own line after the answer
  *   --again            load_by_name the name a second time and print both handles (WasmEdge: the same)
+ *   --time             print timings on stderr: "time: compute US us" or, streaming,
+ *                      "time: first US us, total US us, tokens N" (the WASI monotonic clock)
+ *   --warmup           one untimed compute on the same context first (steady-state timings)
  *
  * The prompt goes in as U8 with dimensions [1] whatever its length, as the Rust examples send it.
  * Errors print "llama: CALL: NAME (errno N)" on stderr and exit with 1; the unknown-model flow prints
@@ -25,8 +28,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "wasi_nn.h"
+
+static double now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
 
 static int fail(const char *what, int32_t err) {
     fflush(stdout);
@@ -88,7 +98,7 @@ static char *chatml(const char *question) {
 
 int main(int argc, char **argv) {
     const char *config = NULL, *metadata = NULL, *first = NULL, *file = NULL, *name = NULL, *prompt = NULL;
-    int stream = 0, embed = 0, chat = 0, unload = 0, usage = 0, again = 0;
+    int stream = 0, embed = 0, chat = 0, unload = 0, usage = 0, again = 0, timed = 0, warmup = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--stream")) stream = 1;
@@ -97,6 +107,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--unload")) unload = 1;
         else if (!strcmp(a, "--usage")) usage = 1;
         else if (!strcmp(a, "--again")) again = 1;
+        else if (!strcmp(a, "--time")) timed = 1;
+        else if (!strcmp(a, "--warmup")) warmup = 1;
         else if (!strcmp(a, "--config") && v) config = argv[++i];
         else if (!strcmp(a, "--metadata") && v) metadata = argv[++i];
         else if (!strcmp(a, "--twice") && v) first = argv[++i];
@@ -142,18 +154,23 @@ int main(int argc, char **argv) {
     if (metadata && (err = set_bytes(ctx, 1, metadata))) return fail("set_input(metadata)", err);
     if (first && (err = set_bytes(ctx, 0, first))) return fail("set_input(first prompt)", err);
     if ((err = set_bytes(ctx, 0, prompt))) return fail("set_input", err);
+    if (warmup && (err = nn_compute(ctx)) && err != NN_ERRNO_CONTEXT_FULL) return fail("compute (warm-up)", err);
 
     char *text;
     uint32_t len;
     if (stream) {
+        double start = now_us(), first = 0;
+        int tokens = 0;
         for (;;) {
             err = nn_compute_single(ctx);
             if (err == NN_ERRNO_END_OF_SEQUENCE || err == NN_ERRNO_CONTEXT_FULL) break;
             if (err) return fail("compute_single", err);
             if ((err = output(ctx, 0, 1, &text, &len))) return fail("get_output_single", err);
+            if (!tokens++) first = now_us() - start;
             fwrite(text, 1, len, stdout);
             fflush(stdout);
         }
+        if (timed) fprintf(stderr, "time: first %.0f us, total %.0f us, tokens %d\n", first, now_us() - start, tokens);
         int32_t end = err;
         /* the token that ended the answer is in output 0 too (WasmEdge renders it): print it */
         if ((err = output(ctx, 0, 1, &text, &len))) return fail("get_output_single", err);
@@ -167,7 +184,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "llama: stream ended: %s\n", nn_strerror(end));
         return 0;
     }
+    double start = now_us();
     err = nn_compute(ctx);
+    if (timed) fprintf(stderr, "time: compute %.0f us\n", now_us() - start);
     if (err && err != NN_ERRNO_CONTEXT_FULL) return fail("compute", err);
     if (err) fprintf(stderr, "llama: compute: context_full (errno 101): printing what was generated\n");
     if ((err = output(ctx, 0, 0, &text, &len))) return fail("get_output", err);

@@ -308,3 +308,49 @@ def test_ggml_logs_errnos_at_info(host: Host, caplog: pytest.LogCaptureFixture) 
     ends = [r for r in caplog.records if r.getMessage().startswith("compute_single")]
     assert ends and all(r.levelno == logging.INFO for r in ends)
     assert "errno 100: end of sequence (100)" in ends[-1].getMessage()
+
+
+# -- components (wasi:nn WIT, both versions) -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def llama_components() -> dict[str, Path]:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "guests" / "components"))
+    try:
+        import build as component_build
+    finally:
+        sys.path.pop(0)
+    built = component_build.build(guest="llama")
+    return {world.removeprefix("digits-"): path for world, path in built.items()}
+
+
+@pytest.mark.parametrize("version", ["2024-10-28", "2024-08-19"])
+def test_component_chat_equals_llama_cpp_python(llama_components: dict[str, Path], model: Path, version: str) -> None:
+    run = run_cli("run", "--dir", ".:.", "--nn-preload", f"default:GGML:AUTO:{model}", str(llama_components[version]),
+                  "--chat", "--usage", "--metadata", json.dumps(GREEDY), "default", "Who are you?")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    expected = native(model, chat_prompt("Who are you?"), GREEDY)
+    text, usage_line = run.stdout.rsplit("\n", 2)[:2]
+    assert text.encode() == expected.text
+    assert usage(usage_line)["output_tokens"] == len(expected.pieces)
+
+
+@pytest.mark.parametrize("version", ["2024-10-28", "2024-08-19"])
+def test_component_errors_name_the_cause(llama_components: dict[str, Path], host: Host, version: str) -> None:
+    from wasinn_core.testing import run_guest
+
+    run = run_guest(host, llama_components[version], ["default", "word " * 60])
+    assert run.exit_code != 0
+    assert "llama: wasi:nn error: runtime-error: prompt too long (102): the prompt is 301 tokens" in run.stderr
+
+
+def test_component_loads_guest_gguf(llama_components: dict[str, Path], host: Host, model: Path, tmp_path: Path) -> None:
+    from wasinn_core.testing import run_guest
+
+    (tmp_path / "m.gguf").write_bytes(model.read_bytes())
+    run = run_guest(host, llama_components["2024-10-28"], ["--model", "/m/m.gguf", "--metadata", '{"temp": 0}',
+                                                           "Once upon"], [(str(tmp_path), "/m", True)])  # fmt: skip
+    assert run.exit_code == 0, run.stderr
+    assert run.stdout.encode() == native(model, "Once upon", GREEDY).text + b"\n"

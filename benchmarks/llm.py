@@ -10,10 +10,11 @@ On one GGUF model and prompt, greedy, every answer running until the context is 
 
 The guest times its own calls with the WASI monotonic clock (``--time``) after one untimed answer
 (``--warmup``); the native side with ``time.perf_counter``, also after one, without llama-cpp-python's
-prompt cache (every round evaluates the prompt, as ``compute`` does). Reported: time per token (the whole answer over its tokens, prompt included,
-median of the rounds), the ratio to native, streaming's overhead per token over ``compute``, and time
-to the first token. The model is random (seeded) and larger than the chat model, so that a token costs
-llama.cpp about as much as a small real model's does; ``--quick`` uses the tiny chat model instead.
+prompt cache (every round evaluates the prompt, as ``compute`` does). Reported: time per token (the
+whole answer over its tokens, prompt included, median of the rounds), the ratio to native, streaming's
+overhead per token over ``compute``, and time to the first token. The model is random (seeded) and
+larger than the chat model, so that a token costs llama.cpp about as much as a small real model's
+does; ``--quick`` uses the tiny chat model instead.
 """
 
 from __future__ import annotations
@@ -90,8 +91,8 @@ class Native:
 def guest(model: Path, stream: bool, run: dict[str, Any]) -> None:
     """One round of the llama guest under ``wasinn run``, timed by the guest, added to ``run``."""
     metadata = json.dumps({"temp": 0, "ignore-eos": True, "ctx-size": CTX})
-    command = [sys.executable, "-m", "wasinn_core", "run", "--nn-preload", f"default:GGML:CPU:{model}", str(GUEST),
-               "--time", "--warmup", "--config", metadata, *(["--stream"] if stream else []), "default", PROMPT]  # fmt: skip
+    command = [sys.executable, "-m", "wasinn_core", "run", "--nn-preload", f"default:GGML:CPU:{model}", str(GUEST)]
+    command += ["--time", "--warmup", "--config", metadata, *(["--stream"] if stream else []), "default", PROMPT]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
     if result.returncode != 0:
         raise RuntimeError(f"the llama guest failed:\n{result.stderr[-2000:]}")
@@ -145,14 +146,18 @@ def machine() -> str:
 def table(results: dict[str, Any]) -> str:
     """The Markdown table the docs show (tests compare the docs with it)."""
     r = results["summary"]
+    native = f"{r['native_ms_per_token']:.3f} ms ({r['native_tokens_per_s']:.0f} tokens/s)"
+    compute = f"{r['compute_ms_per_token']:.3f} ms ({r['compute_vs_native']:.3f}× native)"
+    stream = f"{r['stream_ms_per_token']:.3f} ms ({r['stream_vs_native']:.3f}× native)"
+    first = f"{r['native_first_token_ms']:.2f} ms / {r['stream_first_token_ms']:.2f} ms"
     rows = [
-        ("time per token, llama-cpp-python directly", f"{r['native_ms_per_token']:.3f} ms ({r['native_tokens_per_s']:.0f} tokens/s)"),
-        ("time per token, guest `compute`", f"{r['compute_ms_per_token']:.3f} ms ({r['compute_vs_native']:.3f}× native)"),
-        ("time per token, guest `compute_single` stream", f"{r['stream_ms_per_token']:.3f} ms ({r['stream_vs_native']:.3f}× native)"),
+        ("time per token, llama-cpp-python directly", native),
+        ("time per token, guest `compute`", compute),
+        ("time per token, guest `compute_single` stream", stream),
         ("streaming overhead per token", f"{r['stream_overhead_us_per_token']:.1f} µs"),
-        ("time to first token, native / guest stream", f"{r['native_first_token_ms']:.2f} ms / {r['stream_first_token_ms']:.2f} ms"),
+        ("time to first token, native / guest stream", first),
         ("same text on all three", "yes" if r["same_text"] else "no"),
-    ]  # fmt: skip
+    ]
     lines = ["| measure | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
     return "\n".join(lines)
 

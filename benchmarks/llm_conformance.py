@@ -30,8 +30,9 @@ def _run(args: list[str], report: Path) -> dict[str, str]:
 
 
 def run() -> dict[str, Any]:
-    from wasinn_conformance.gguf_models import build
     from wasinn_remote.openai_loopback import openai_server
+
+    from wasinn_conformance.gguf_models import build
 
     model = build(ROOT / ".cache" / "llm")
     outcomes: dict[str, dict[str, str]] = {}

@@ -12,9 +12,8 @@ import pytest
 
 pytest.importorskip("llama_cpp", reason="wasinn-llama needs llama-cpp-python (make .venv/.dev installs it)")
 
-from wasinn_conformance.gguf_models import chat_prompt  # noqa: E402
-
-from wasinn_core import (  # noqa: E402
+from wasinn_conformance.gguf_models import chat_prompt
+from wasinn_core import (
     BackendErrno,
     ExecutionTarget,
     GraphEncoding,
@@ -26,8 +25,8 @@ from wasinn_core import (  # noqa: E402
     UnsupportedOperation,
 )
 
-from .llm import native, native_embedding, preload_host, run_llama, tiny_model, usage  # noqa: E402
-from .test_plugins import run_cli  # noqa: E402
+from .llm import native, native_embedding, preload_host, run_llama, tiny_model, usage
+from .test_plugins import run_cli
 
 GREEDY = {"temp": 0}
 
@@ -54,10 +53,18 @@ def _u8(data: bytes) -> Tensor:
 def test_chat_through_wasinn_run_with_wasmedge_flags(model: Path) -> None:
     """The command line of WasmEdge's README, verbatim but for the binary."""
     run = run_cli(
-        "run", "--dir", ".:.", "--nn-preload", f"default:GGML:AUTO:{model}",
-        str(Path("guests/wasm/llama.wasm").resolve()), "--chat", "--config", json.dumps(GREEDY), "default",
+        "run",
+        "--dir",
+        ".:.",
+        "--nn-preload",
+        f"default:GGML:AUTO:{model}",
+        str(Path("guests/wasm/llama.wasm").resolve()),
+        "--chat",
+        "--config",
+        json.dumps(GREEDY),
+        "default",
         "Who are you?",
-    )  # fmt: skip
+    )
     assert run.returncode == 0, run.stderr
     expected = native(model, chat_prompt("Who are you?"), GREEDY)
     assert run.stdout.encode() == expected.text + b"\n"
@@ -131,8 +138,12 @@ def test_embeddings_equal_llama_cpp_python(host: Host, model: Path) -> None:
     "metadata",
     [
         {"temp": 0, "grammar": 'root ::= "yes" | "no"'},
-        {"temp": 0, "json-schema": json.dumps({"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}},
-                                               "required": ["answer"]})},  # fmt: skip
+        {
+            "temp": 0,
+            "json-schema": json.dumps(
+                {"type": "object", "properties": {"answer": {"enum": ["yes", "no"]}}, "required": ["answer"]}
+            ),
+        },
         {"temp": 1.0, "seed": 3, "grammar": 'root ::= [a-z]+ "."'},
     ],
 )
@@ -152,8 +163,16 @@ def test_grammar_and_json_schema_constrain_like_llama_cpp_python(
 
 
 def test_set_input_twice_replaces_the_prompt(host: Host, model: Path) -> None:
-    run = run_llama(host, "--twice", chat_prompt("Who are you?"), "--config", json.dumps(GREEDY), "--usage",
-                    "default", chat_prompt("What is wasi-nn?"))  # fmt: skip
+    run = run_llama(
+        host,
+        "--twice",
+        chat_prompt("Who are you?"),
+        "--config",
+        json.dumps(GREEDY),
+        "--usage",
+        "default",
+        chat_prompt("What is wasi-nn?"),
+    )
     expected = native(model, chat_prompt("What is wasi-nn?"), GREEDY)
     text, usage_line = run.stdout.rsplit("\n", 2)[:2]
     assert text.encode() == expected.text
@@ -175,8 +194,14 @@ def test_unknown_model_and_missing_file(model: Path, tmp_path: Path) -> None:
     unknown = run_llama(preload_host(model), "nope", "hello")
     assert unknown.exit_code == 1 and "load_by_name: not_found (errno 8)" in unknown.stderr
     missing = tmp_path / "gone.gguf"
-    run = run_cli("run", "--nn-preload", f"default:GGML:AUTO:{missing}", str(Path("guests/wasm/llama.wasm").resolve()),
-                  "default", "hello")  # fmt: skip
+    run = run_cli(
+        "run",
+        "--nn-preload",
+        f"default:GGML:AUTO:{missing}",
+        str(Path("guests/wasm/llama.wasm").resolve()),
+        "default",
+        "hello",
+    )
     assert run.returncode == 1  # the guest's exit code: wasinn itself started without complaint
     assert "load_by_name: model_not_found (errno 103)" in run.stderr
     assert f"no such file: {missing}" in run.stderr
@@ -212,19 +237,29 @@ def test_guest_supplied_gguf_and_host_paths_refused(host: Host, model: Path, tmp
 
 @pytest.mark.parametrize(
     ("config", "errno"),
-    [("{not json", "invalid_encoding (errno 2)"), ('{"ctx-size": 512.0}', "invalid_argument (errno 1)"),
-     ('{"ctx-size": "512"}', "invalid_argument (errno 1)"), ('{"ignore-eos": 1}', "invalid_argument (errno 1)"),
-     ('{"split-mode": "diagonal"}', "invalid_argument (errno 1)"), ('{"ctx-size": 100000}', "invalid_argument (errno 1)"),
-     ('{"grammar": "root ::= ("}', "invalid_argument (errno 1)")],
-)  # fmt: skip
+    [
+        ("{not json", "invalid_encoding (errno 2)"),
+        ('{"ctx-size": 512.0}', "invalid_argument (errno 1)"),
+        ('{"ctx-size": "512"}', "invalid_argument (errno 1)"),
+        ('{"ignore-eos": 1}', "invalid_argument (errno 1)"),
+        ('{"split-mode": "diagonal"}', "invalid_argument (errno 1)"),
+        ('{"ctx-size": 100000}', "invalid_argument (errno 1)"),
+        ('{"grammar": "root ::= ("}', "invalid_argument (errno 1)"),
+    ],
+)
 def test_metadata_type_rules(host: Host, config: str, errno: str) -> None:
     run = run_llama(host, "--config", config, "default", "hi")
     assert f"load_by_name_with_config: {errno}" in run.stderr
 
 
 def test_metadata_unknown_keys_and_floats_for_ints(host: Host, model: Path) -> None:
-    run = run_llama(host, "--config", json.dumps({"temp": 0, "no-such-key": [1], "top-p": 1, "n-predict": 4}),
-                    "default", "Once upon")  # fmt: skip
+    run = run_llama(
+        host,
+        "--config",
+        json.dumps({"temp": 0, "no-such-key": [1], "top-p": 1, "n-predict": 4}),
+        "default",
+        "Once upon",
+    )
     assert run.exit_code == 0 and run.stdout == " a t\n"
 
 
@@ -284,8 +319,9 @@ def test_gpu_offload_layers_follow_the_target(model: Path, monkeypatch: pytest.M
 def test_contexts_of_one_graph_do_not_share_state(model: Path) -> None:
     host = Host()
     session = host.new_session()
-    graph = session.load([memoryview(model.read_bytes()), memoryview(b'{"temp": 0}')], GraphEncoding.GGML,
-                         ExecutionTarget.CPU)  # fmt: skip
+    graph = session.load(
+        [memoryview(model.read_bytes()), memoryview(b'{"temp": 0}')], GraphEncoding.GGML, ExecutionTarget.CPU
+    )
     a, b = session.init_execution_context(graph), session.init_execution_context(graph)
     session.set_input(a, 0, _u8(b"Once upon"))
     session.set_input(b, 0, _u8(b"The quick"))
@@ -328,8 +364,20 @@ def llama_components() -> dict[str, Path]:
 
 @pytest.mark.parametrize("version", ["2024-10-28", "2024-08-19"])
 def test_component_chat_equals_llama_cpp_python(llama_components: dict[str, Path], model: Path, version: str) -> None:
-    run = run_cli("run", "--dir", ".:.", "--nn-preload", f"default:GGML:AUTO:{model}", str(llama_components[version]),
-                  "--chat", "--usage", "--metadata", json.dumps(GREEDY), "default", "Who are you?")  # fmt: skip
+    run = run_cli(
+        "run",
+        "--dir",
+        ".:.",
+        "--nn-preload",
+        f"default:GGML:AUTO:{model}",
+        str(llama_components[version]),
+        "--chat",
+        "--usage",
+        "--metadata",
+        json.dumps(GREEDY),
+        "default",
+        "Who are you?",
+    )
     assert run.returncode == 0, run.stderr
     expected = native(model, chat_prompt("Who are you?"), GREEDY)
     text, usage_line = run.stdout.rsplit("\n", 2)[:2]
@@ -350,7 +398,11 @@ def test_component_loads_guest_gguf(llama_components: dict[str, Path], host: Hos
     from wasinn_core.testing import run_guest
 
     (tmp_path / "m.gguf").write_bytes(model.read_bytes())
-    run = run_guest(host, llama_components["2024-10-28"], ["--model", "/m/m.gguf", "--metadata", '{"temp": 0}',
-                                                           "Once upon"], [(str(tmp_path), "/m", True)])  # fmt: skip
+    run = run_guest(
+        host,
+        llama_components["2024-10-28"],
+        ["--model", "/m/m.gguf", "--metadata", '{"temp": 0}', "Once upon"],
+        [(str(tmp_path), "/m", True)],
+    )
     assert run.exit_code == 0, run.stderr
     assert run.stdout.encode() == native(model, "Once upon", GREEDY).text + b"\n"

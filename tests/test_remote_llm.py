@@ -12,12 +12,12 @@ import pytest
 
 pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server] (make .venv/.dev installs it)")
 
-from wasinn_conformance.gguf_models import chat_prompt  # noqa: E402
-from wasinn_remote.openai_loopback import openai_server  # noqa: E402
+from wasinn_remote.openai_loopback import openai_server
 
-from wasinn_core import Config, ExecutionTarget, GraphEncoding, Host, UnsupportedOperation  # noqa: E402
+from wasinn_conformance.gguf_models import chat_prompt
+from wasinn_core import Config, ExecutionTarget, GraphEncoding, Host, UnsupportedOperation
 
-from .llm import DEFAULTS, native, run_llama, tiny_model, usage  # noqa: E402
+from .llm import DEFAULTS, native, run_llama, tiny_model, usage
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +34,14 @@ def url(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def remote_host(url: str, model: str = "tiny", **options: Any) -> Host:
     config = {
         "models": [
-            {"name": "default", "encoding": "ggml", "backend": "remote",
-             "options": {"url": url, "protocol": "openai", "model": model, **options}},
+            {
+                "name": "default",
+                "encoding": "ggml",
+                "backend": "remote",
+                "options": {"url": url, "protocol": "openai", "model": model, **options},
+            },
         ]
-    }  # fmt: skip
+    }
     return Host(Config.from_dict(config, source="<test>"))
 
 
@@ -119,7 +123,10 @@ def test_errnos_over_the_openai_protocol(host: Host, url: str, model: Path) -> N
     not_json = run_llama(host, "--config", "{nope", "default", "hi")
     assert "invalid_encoding (errno 2)" in not_json.stderr
     unloaded = run_llama(host, "--unload", "--config", '{"temp": 0, "n-predict": 2}', "default", "Once upon")
-    assert unloaded.stdout.splitlines()[-1] == "after unload: set_input 1, compute 1, get_output 0 (2 bytes), unload again 1"
+    assert (
+        unloaded.stdout.splitlines()[-1]
+        == "after unload: set_input 1, compute 1, get_output 0 (2 bytes), unload again 1"
+    )
     # a guest's own GGUF never goes to the server (the registry then tries the next backend, llama)
     from wasinn_remote import backend_spec
     from wasinn_remote._backend import RemoteBackend
@@ -146,8 +153,9 @@ def test_conformance_llm_layer_on_the_remote_backend(url: str, tmp_path: Path) -
         f'options = {{ url = "{url}", protocol = "openai", model = "tiny" }}\n'
     )
     report = tmp_path / "report.json"
-    run = run_cli("conformance", "-q", "--backend", "remote", "--layer", "llm", "--config", str(config),
-                  "--json", str(report))  # fmt: skip
+    run = run_cli(
+        "conformance", "-q", "--backend", "remote", "--layer", "llm", "--config", str(config), "--json", str(report)
+    )
     assert run.returncode == 0, run.stdout[-3000:]
     results = json.loads(report.read_text())
     outcomes = {c["id"]: c["outcome"] for c in results["cases"]}

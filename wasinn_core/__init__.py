@@ -57,8 +57,8 @@ from ._run import EXIT_TRAP, GuestError, RunSpec, is_component, run_command
 from ._session import Session
 from ._stats import COPIES, HostStats, record_copy
 from ._types import ExecutionTarget, GraphEncoding, Tensor, TensorType
-from ._wit import WIT_VERSIONS, WitBinding
 from ._wasmedge import GGML_ERRNO
+from ._wit import WIT_VERSIONS, WitBinding
 from ._witx import WitxBinding
 
 __all__ = [

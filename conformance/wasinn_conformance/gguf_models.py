@@ -59,9 +59,7 @@ STORIES: tuple[str, ...] = (
 
 def chat_prompt(question: str, system: str = "You are a tiny llama.") -> str:
     """A ChatML prompt for ``question``, ending where the assistant's answer starts."""
-    return (
-        f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
-    )
+    return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
 CORPUS: tuple[str, ...] = tuple(chat_prompt(q) + a + "<|im_end|>" for q, a in CHAT) + tuple(s + "</s>" for s in STORIES)
@@ -159,9 +157,7 @@ def _train(n_vocab: int) -> dict[str, np.ndarray]:
         for b in range(N_LAYER):
             p = f"blk.{b}."
             h = norm(x, params[p + "attn_norm.weight"])
-            q, k, v = (
-                (h @ params[p + f"attn_{w}.weight"].T).view(n, t, N_HEAD, head) for w in ("q", "k", "v")
-            )
+            q, k, v = ((h @ params[p + f"attn_{w}.weight"].T).view(n, t, N_HEAD, head) for w in ("q", "k", "v"))
             q, k = _rope(q, torch), _rope(k, torch)
             att = (q.transpose(1, 2) @ k.transpose(1, 2).transpose(-1, -2)) / math.sqrt(head) + mask
             out = (att.softmax(-1) @ v.transpose(1, 2)).transpose(1, 2).reshape(n, t, N_EMBD)
@@ -181,7 +177,9 @@ def _train(n_vocab: int) -> dict[str, np.ndarray]:
     optimizer = torch.optim.Adam(params.values(), lr=LR)
     for _ in range(STEPS):
         logits = forward(tokens[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, n_vocab), tokens[:, 1:].reshape(-1), reduction="none")
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, n_vocab), tokens[:, 1:].reshape(-1), reduction="none"
+        )
         loss = (loss * weights.reshape(-1)).sum() / weights.sum()
         optimizer.zero_grad()
         loss.backward()
@@ -276,7 +274,9 @@ def build(out: Path = DEFAULT_OUT) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wasinn_conformance.gguf_models", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m wasinn_conformance.gguf_models", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the model (default: .cache/llm)")
     args = parser.parse_args(argv)
     print(build(args.out))

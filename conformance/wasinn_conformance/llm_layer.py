@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, final
 
 import numpy as np
@@ -241,7 +240,9 @@ def _unload(session: Session) -> None:
 LLM_CASES: tuple[LlmCase, ...] = (
     LlmCase("compute", "set_input(prompt), compute: text on output 0, usage JSON on output 1", _compute),
     LlmCase("usage_before_compute", "output 1 right after set_input: output_tokens 0", _usage_at_once),
-    LlmCase("stream_equals_compute", "compute_single to errno 100 gives compute's text (greedy)", _stream_equals_compute),
+    LlmCase(
+        "stream_equals_compute", "compute_single to errno 100 gives compute's text (greedy)", _stream_equals_compute
+    ),
     LlmCase("fini_single", "fini_single clears the outputs; the next compute_single starts over", _fini_single),
     LlmCase("set_input_twice", "a second prompt replaces the first", _set_input_twice),
     LlmCase("n_predict", "metadata n-predict on input 1 limits the answer", _n_predict),
@@ -249,7 +250,9 @@ LLM_CASES: tuple[LlmCase, ...] = (
     LlmCase("prompt_too_long", "a prompt over the context → 102 from compute and compute_single", _prompt_too_long),
     LlmCase("compute_without_prompt", "compute before any prompt → invalid_argument", _compute_without_prompt),
     LlmCase("unknown_model", "load_by_name of an unknown name → not_found", _unknown_model),
-    LlmCase("bad_metadata", "not JSON → invalid_encoding; a wrong type or a host path → invalid_argument", _bad_metadata),
+    LlmCase(
+        "bad_metadata", "not JSON → invalid_encoding; a wrong type or a host path → invalid_argument", _bad_metadata
+    ),
     LlmCase("same_handle", "a name keeps its handle until unloaded", _same_handle),
     LlmCase("unload", "after unload, outputs stay and compute → invalid_argument", _unload),
 )
@@ -279,7 +282,9 @@ def model_config(config: Config | None, backend: str, target: str) -> ModelConfi
     try:
         import torch  # noqa: F401
     except ImportError:
-        return "the tiny GGUF model is trained with torch, which is not installed (or give --config a 'conformance-llm')"
+        return (
+            "the tiny GGUF model is trained with torch, which is not installed (or give --config a 'conformance-llm')"
+        )
     path = build()
     return ModelConfig(MODEL, GraphEncoding.GGML, (ExecutionTarget(target),), (path,), backend=backend)
 

@@ -93,7 +93,9 @@ class Suite:
             if layer == "backend":
                 out += backend_cases(name, [e.value for e, p in spec.encodings.items() if p > 0], self.target)
             elif layer == "llm":
-                pinned = self.config is not None and (m := self.config.model(LLM_MODEL)) is not None and m.backend == name
+                pinned = (
+                    self.config is not None and (m := self.config.model(LLM_MODEL)) is not None and m.backend == name
+                )
                 if spec.encodings.get(GraphEncoding.GGML, 0) > 0 or pinned:
                     out += llm_cases(name, self.target)
             elif (encoding := self.abi_encoding(name)) is not None:

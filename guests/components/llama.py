@@ -14,9 +14,7 @@ from componentize_py_types import Err
 from wit_world import exports
 from wit_world.imports import graph, inference, tensor
 
-CHATML = (
-    "<|im_start|>system\nYou are a tiny llama.<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
-)
+CHATML = "<|im_start|>system\nYou are a tiny llama.<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
 
 
 def u8(data):

@@ -88,7 +88,9 @@ class LlamaBackend(Backend):
             pass  # the model's training context, as for generation
         gpu = target is ExecutionTarget.GPU
         if not gpu and meta.n_gpu_layers > 0 and "n-gpu-layers" in meta.given:
-            log.info("target cpu: metadata n-gpu-layers=%d is ignored (load on gpu or auto to offload)", meta.n_gpu_layers)
+            log.info(
+                "target cpu: metadata n-gpu-layers=%d is ignored (load on gpu or auto to offload)", meta.n_gpu_layers
+            )
         layers = (meta.n_gpu_layers if meta.n_gpu_layers >= 0 else 1_000_000) if gpu else 0
         if gpu and not engine.gpu_offload():
             raise UnsupportedOperation("this llama-cpp-python build has no GPU offload (it was built for the CPU)")

@@ -165,11 +165,18 @@ def make_sampler(model: internals.LlamaModel, meta: Metadata) -> internals.Llama
             raise InvalidArgument(f"metadata key 'json-schema': not a schema llama.cpp can convert: {exc}") from None
     sampler = internals.LlamaSampler()
     n_vocab = llama_cpp.llama_vocab_n_tokens(model.vocab)
-    sampler.add_penalties(n_vocab, meta.last_n_penalty, meta.repeat_penalty, meta.frequency_penalty,
-                          meta.presence_penalty)  # fmt: skip
+    sampler.add_penalties(
+        n_vocab, meta.last_n_penalty, meta.repeat_penalty, meta.frequency_penalty, meta.presence_penalty
+    )
     if meta.dry_multiplier > 0:
-        sampler.add_dry(model, meta.dry_multiplier, meta.dry_base, meta.dry_allowed_length, meta.last_n_penalty,
-                        ["\n", ":", '"', "*"])  # fmt: skip
+        sampler.add_dry(
+            model,
+            meta.dry_multiplier,
+            meta.dry_base,
+            meta.dry_allowed_length,
+            meta.last_n_penalty,
+            ["\n", ":", '"', "*"],
+        )
     if grammar:
         native = llama_cpp.llama_sampler_init_grammar(model.vocab, grammar.encode("utf-8"), b"root")
         if not native:

@@ -165,8 +165,8 @@ class Metadata:
             "temp top_k top_p min_p typ_p repeat_penalty presence_penalty frequency_penalty last_n_penalty "
             "dry_multiplier dry_base dry_allowed_length xtc_probability xtc_threshold dynatemp_range "
             "dynatemp_exponent mirostat mirostat_eta seed min_keep grammar json_schema"
-        ).split()
-        return tuple(getattr(self, n) for n in names)
+        )
+        return tuple(getattr(self, n) for n in names.split())
 
     def context(self) -> tuple[Any, ...]:
         """What the llama context depends on, at creation (WasmEdge rebuilds it only for ``embedding``)."""
@@ -234,7 +234,7 @@ def _validate(changes: Mapping[str, Any]) -> None:
         raise InvalidArgument(
             f"metadata key 'flash-attn': {changes['flash_attn']!r}; allowed: on, off, auto (enabled, disabled)"
         )
-    if "tensor_split" in changes and changes["tensor_split"]:
+    if changes.get("tensor_split"):
         try:
             [float(x) for x in changes["tensor_split"].split(",")]
         except ValueError:

@@ -179,7 +179,9 @@ class RemoteBackend(Backend):
                 "ask for a named model (load_by_name)"
             )
         if options["protocol"] != "openai":
-            raise UnsupportedOperation('remote: ggml models are served over the OpenAI protocol: set protocol = "openai"')
+            raise UnsupportedOperation(
+                'remote: ggml models are served over the OpenAI protocol: set protocol = "openai"'
+            )
         url = target_url(target, options)
         if not url:
             raise UnsupportedOperation(f"remote: {no_deployment(target)}")

@@ -89,7 +89,7 @@ class OpenAIClient:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.base + path, data=data, headers=self.headers)
         try:
-            return urllib.request.urlopen(request, timeout=self.timeout_s)  # noqa: S310 - the configured server
+            return urllib.request.urlopen(request, timeout=self.timeout_s)
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode("utf-8", errors="replace")[:500]
             if exc.code == 404 and path == "/completions":
@@ -131,9 +131,7 @@ class OpenAIClient:
             raise BackendError(f"remote: {self.url} ended a stream without sending anything")
 
 
-def load_ggml(
-    client: OpenAIClient, model: str, builders: Sequence[memoryview], device: str
-) -> OpenAIGraph:
+def load_ggml(client: OpenAIClient, model: str, builders: Sequence[memoryview], device: str) -> OpenAIGraph:
     """A graph for server model ``model``; ``builders`` may hold WasmEdge metadata JSON (never model bytes)."""
     meta = _parse(builders[-1], {}) if builders and len(builders[-1]) else {}
     available = client.models()

@@ -92,22 +92,32 @@ def guest(model: Path, stream: bool, run: dict[str, Any]) -> None:
     """One round of the llama guest under ``wasinn run``, timed by the guest, added to ``run``."""
     metadata = json.dumps({"temp": 0, "ignore-eos": True, "ctx-size": CTX})
     command = [sys.executable, "-m", "wasinn_core", "run", "--nn-preload", f"default:GGML:CPU:{model}", str(GUEST)]
-    command += ["--time", "--warmup", "--config", metadata, *(["--stream"] if stream else []), "default", PROMPT]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    command += [
+        "--time",
+        "--warmup",
+        "--usage",
+        "--config",
+        metadata,
+        *(["--stream"] if stream else []),
+        "default",
+        PROMPT,
+    ]
+    result = subprocess.run(command, capture_output=True, timeout=600, cwd=ROOT)
+    stderr = result.stderr.decode(errors="replace")
     if result.returncode != 0:
-        raise RuntimeError(f"the llama guest failed:\n{result.stderr[-2000:]}")
-    run["text"] = result.stdout.removesuffix("\n")
+        raise RuntimeError(f"the llama guest failed:\n{stderr[-2000:]}")
+    text, counts = result.stdout.removesuffix(b"\n").rsplit(b"\n", 1)
+    run["text"] = text.decode(errors="replace")
+    run["tokens"] = json.loads(counts)["output_tokens"]  # the usage JSON (--usage)
     if stream:
-        match = re.search(r"time: first (\d+) us, total (\d+) us, tokens (\d+)", result.stderr)
-        assert match, result.stderr
+        match = re.search(r"time: first (\d+) us, total (\d+) us", stderr)
+        assert match, stderr
         run["first_s"].append(int(match.group(1)) / 1e6)
         run["total_s"].append(int(match.group(2)) / 1e6)
-        run["tokens"] = int(match.group(3)) + 1  # and the one that found the context full
     else:
-        match = re.search(r"time: compute (\d+) us", result.stderr)
-        assert match, result.stderr
+        match = re.search(r"time: compute (\d+) us", stderr)
+        assert match, stderr
         run["total_s"].append(int(match.group(1)) / 1e6)
-        run["tokens"] = len(run["text"])  # one byte per token: this vocabulary, and a random model's ASCII
 
 
 def summarise(native_run: dict[str, Any], compute: dict[str, Any], stream: dict[str, Any]) -> dict[str, Any]:
@@ -162,6 +172,18 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PAGE = ROOT / "docs" / "backends" / "llama.md"
+
+
+def show(marker: str, text: str, page: Path = PAGE) -> None:
+    """Put ``text`` between ``<!-- marker -->`` and ``<!-- /marker -->`` on ``page`` (the docs' figures)."""
+    content = page.read_text()
+    start, end = f"<!-- {marker} -->\n", f"<!-- /{marker} -->"
+    head, _, rest = content.partition(start)
+    _, _, tail = rest.partition(end)
+    page.write_text(f"{head}{start}{text}\n{end}{tail}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.llm", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the tiny model, two rounds: checks that it all works")
@@ -192,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+    if args.out == OUT:
+        show("llm-benchmark", table(results))
     print(table(results))
     print(f"wrote {args.out}")
     return 0 if results["summary"]["same_text"] else 1

@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     results = run()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+    if args.out == OUT:
+        from .llm import show
+
+        show("llm-conformance", table(results))
     print(table(results))
     print(f"wrote {args.out}")
     failed = any(v == "failed" for cases in results["outcomes"].values() for v in cases.values())

@@ -406,3 +406,21 @@ def test_component_loads_guest_gguf(llama_components: dict[str, Path], host: Hos
     )
     assert run.exit_code == 0, run.stderr
     assert run.stdout.encode() == native(model, "Once upon", GREEDY).text + b"\n"
+
+
+def test_docs_show_the_committed_llm_results() -> None:
+    """The backend page's figures are the committed result files' (make bench-llm, make llm-conformance)."""
+    from benchmarks.llm import PAGE, table
+    from benchmarks.llm_conformance import table as conformance_table
+
+    from .conftest import ROOT
+
+    page = PAGE.read_text()
+    results = ROOT / "docs" / "results"
+    bench = json.loads((results / "llm-benchmark.json").read_text())
+    conformance = json.loads((results / "llm-conformance.json").read_text())
+    assert f"<!-- llm-benchmark -->\n{table(bench)}\n<!-- /llm-benchmark -->" in page
+    assert f"<!-- llm-conformance -->\n{conformance_table(conformance)}\n<!-- /llm-conformance -->" in page
+    assert bench["summary"]["same_text"] and all(
+        outcome == "passed" for cases in conformance["outcomes"].values() for outcome in cases.values()
+    )

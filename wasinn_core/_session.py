@@ -412,14 +412,33 @@ class Session:
 
     def compute_single(self, ctx: int) -> None:
         """One streaming step (WasmEdge extension)."""
-        with self._using(ctx) as entry:
+        # called once per generated token: the hot path of streaming guests, so no context managers
+        entry = self._context(ctx)
+        if not entry.lock.acquire(blocking=False):
+            raise Busy(f"execution context {ctx} is in use by another call")
+        try:
             self._check_graph_loaded(ctx, entry)
             entry.context.compute_single()
+        except WasiNNError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            entry.lock.release()
 
     def get_output_single(self, ctx: int, key: TensorKey) -> Tensor:
         """Output of the last streaming step (WasmEdge extension)."""
-        with self._using(ctx) as entry:
+        entry = self._context(ctx)
+        if not entry.lock.acquire(blocking=False):
+            raise Busy(f"execution context {ctx} is in use by another call")
+        try:
             tensor = entry.context.get_output_single(key)
+        except WasiNNError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            entry.lock.release()
         self._check_output(tensor)
         return tensor
 

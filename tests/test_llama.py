@@ -222,6 +222,29 @@ def test_prompt_too_long_and_context_full(host: Host, model: Path) -> None:
     assert streamed.stdout == full.stdout.rsplit("\n", 2)[0] + "\n"
 
 
+def test_stream_stdout_prints_pieces_on_the_hosts_stdout(model: Path) -> None:
+    """WasmEdge's ``stream-stdout``: the host prints each piece during compute, then the guest its output."""
+    run = run_cli(
+        "run",
+        "--nn-preload",
+        f"default:GGML:CPU:{model}",
+        str(Path("guests/wasm/llama.wasm").resolve()),
+        "--config",
+        json.dumps({"temp": 0, "n-predict": 9, "stream-stdout": True}),
+        "default",
+        "Once upon",
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == " a time, " + " a time, \n"
+
+
+def test_guest_gguf_follows_the_guest_load_policy(model: Path, tmp_path: Path) -> None:
+    (tmp_path / "m.gguf").write_bytes(model.read_bytes())
+    host = preload_host(model, policy={"guest_load": ["onnx"]})
+    run = run_llama(host, "--load", "/m/m.gguf", "Once upon", dirs=((str(tmp_path), "/m", True),))
+    assert "load: unsupported_operation (errno 6)" in run.stderr
+
+
 def test_guest_supplied_gguf_and_host_paths_refused(host: Host, model: Path, tmp_path: Path) -> None:
     (tmp_path / "m.gguf").write_bytes(model.read_bytes())
     (tmp_path / "trick.gguf").write_bytes(b"preload:" + str(model).encode())

@@ -24,12 +24,15 @@ typedef enum {
     NN_ERRNO_UNSUPPORTED_OPERATION = 6,
     NN_ERRNO_TOO_LARGE = 7,
     NN_ERRNO_NOT_FOUND = 8,
-    /* WasmEdge's GGML backend (wasinn-llama, wasinn-remote): outcomes guests branch on */
-    NN_ERRNO_END_OF_SEQUENCE = 100,
-    NN_ERRNO_CONTEXT_FULL = 101,
-    NN_ERRNO_PROMPT_TOO_LONG = 102,
-    NN_ERRNO_MODEL_NOT_FOUND = 103,
 } nn_errno_t;
+
+/* WasmEdge's GGML backend's own errnos (wasinn-llama, wasinn-remote): outcomes guests branch on */
+typedef enum {
+    NN_GGML_END_OF_SEQUENCE = 100,
+    NN_GGML_CONTEXT_FULL = 101,
+    NN_GGML_PROMPT_TOO_LONG = 102,
+    NN_GGML_MODEL_NOT_FOUND = 103,
+} nn_ggml_errno_t;
 
 typedef enum {
     NN_TENSOR_F16 = 0,
@@ -115,10 +118,7 @@ int32_t nn_fini_single(nn_context_t ctx);
 static inline const char *nn_strerror(int32_t err) {
     static const char *names[] = {"success", "invalid_argument", "invalid_encoding", "missing_memory", "busy",
                                   "runtime_error", "unsupported_operation", "too_large", "not_found"};
-    static const char *ggml[] = {"end_of_sequence", "context_full", "prompt_too_long", "model_not_found"};
-    if (err >= 0 && err <= 8) return names[err];
-    if (err >= 100 && err <= 103) return ggml[err - 100];
-    return "unknown errno";
+    return (err >= 0 && err <= 8) ? names[err] : "unknown errno";
 }
 
 #endif /* WASI_NN_H */

@@ -38,9 +38,15 @@ static double now_us(void) {
     return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
 }
 
+/* the spec's errno names, and WasmEdge's GGML ones */
+static const char *errno_name(int32_t err) {
+    static const char *ggml[] = {"end_of_sequence", "context_full", "prompt_too_long", "model_not_found"};
+    return (err >= NN_GGML_END_OF_SEQUENCE && err <= NN_GGML_MODEL_NOT_FOUND) ? ggml[err - 100] : nn_strerror(err);
+}
+
 static int fail(const char *what, int32_t err) {
     fflush(stdout);
-    fprintf(stderr, "llama: %s: %s (errno %d)\n", what, nn_strerror(err), (int)err);
+    fprintf(stderr, "llama: %s: %s (errno %d)\n", what, errno_name(err), (int)err);
     return 1;
 }
 
@@ -154,7 +160,7 @@ int main(int argc, char **argv) {
     if (metadata && (err = set_bytes(ctx, 1, metadata))) return fail("set_input(metadata)", err);
     if (first && (err = set_bytes(ctx, 0, first))) return fail("set_input(first prompt)", err);
     if ((err = set_bytes(ctx, 0, prompt))) return fail("set_input", err);
-    if (warmup && (err = nn_compute(ctx)) && err != NN_ERRNO_CONTEXT_FULL) return fail("compute (warm-up)", err);
+    if (warmup && (err = nn_compute(ctx)) && err != NN_GGML_CONTEXT_FULL) return fail("compute (warm-up)", err);
 
     char *text;
     uint32_t len;
@@ -163,7 +169,7 @@ int main(int argc, char **argv) {
         int tokens = 0;
         for (;;) {
             err = nn_compute_single(ctx);
-            if (err == NN_ERRNO_END_OF_SEQUENCE || err == NN_ERRNO_CONTEXT_FULL) break;
+            if (err == NN_GGML_END_OF_SEQUENCE || err == NN_GGML_CONTEXT_FULL) break;
             if (err) return fail("compute_single", err);
             if ((err = output(ctx, 0, 1, &text, &len))) return fail("get_output_single", err);
             if (!tokens++) first = now_us() - start;
@@ -181,13 +187,13 @@ int main(int argc, char **argv) {
             printf("%s\n", text);
         }
         if ((err = nn_fini_single(ctx))) return fail("fini_single", err);
-        fprintf(stderr, "llama: stream ended: %s\n", nn_strerror(end));
+        fprintf(stderr, "llama: stream ended: %s\n", errno_name(end));
         return 0;
     }
     double start = now_us();
     err = nn_compute(ctx);
     if (timed) fprintf(stderr, "time: compute %.0f us\n", now_us() - start);
-    if (err && err != NN_ERRNO_CONTEXT_FULL) return fail("compute", err);
+    if (err && err != NN_GGML_CONTEXT_FULL) return fail("compute", err);
     if (err) fprintf(stderr, "llama: compute: context_full (errno 101): printing what was generated\n");
     if ((err = output(ctx, 0, 0, &text, &len))) return fail("get_output", err);
     fwrite(text, 1, len, stdout);

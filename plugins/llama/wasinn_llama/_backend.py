@@ -84,8 +84,6 @@ class LlamaBackend(Backend):
         if bytes(model[:4]) != GGUF_MAGIC:
             raise InvalidArgument(f"ggml: builder 0 is not a GGUF model (it starts with {bytes(model[:4])!r})")
         meta, _ = parse(builders[1]) if len(builders) > 1 and len(builders[1]) else (Metadata(), frozenset())
-        if meta.embedding and meta.ctx_size == 0:
-            pass  # the model's training context, as for generation
         gpu = target is ExecutionTarget.GPU
         if not gpu and meta.n_gpu_layers > 0 and "n-gpu-layers" in meta.given:
             log.info(
@@ -177,20 +175,25 @@ class LlamaContext(ExecutionContext):
     # -- llama.cpp state -------------------------------------------------------------------------------
 
     def _context(self) -> internals.LlamaContext:
+        """The llama context, made on first use and again when ``embedding`` or ``pooling-type`` change."""
         key = self.meta.context()
         if self._ctx is None or key != self._ctx_key:
             if self._ctx is not None:
                 self._ctx.close()
                 self._ctx = None
-            meta = self.meta if self._ctx_key == () else replace(self.meta, ctx_size=self._first_ctx_size)
-            self._ctx = engine.new_context(self.graph.model, meta, self.graph.threads, self.graph.gpu)
+            # WasmEdge sizes the context at load: sizes and threads given later by set_input(1) do not apply
+            g = self.graph.meta
+            sized = replace(
+                self.meta,
+                ctx_size=g.ctx_size,
+                batch_size=g.batch_size,
+                ubatch_size=g.ubatch_size,
+                threads=g.threads,
+                threads_batch=g.threads_batch,
+            )
+            self._ctx = engine.new_context(self.graph.model, sized, self.graph.threads, self.graph.gpu)
             self._ctx_key = key
         return self._ctx
-
-    @property
-    def _first_ctx_size(self) -> int:
-        # WasmEdge: ctx-size given after the load does not resize an existing context
-        return self.graph.meta.ctx_size
 
     def _chunk(self) -> int:
         ctx = self._context()

@@ -361,6 +361,32 @@ def test_contexts_of_one_graph_do_not_share_state(model: Path) -> None:
     host.close()
 
 
+def test_instances_sharing_a_named_model_generate_concurrently(host: Host, model: Path) -> None:
+    import threading
+
+    prompts = [b"Once upon", b"The quick", chat_prompt("What is wasi-nn?").encode(), b"zq"]
+    results: dict[bytes, bytes] = {}
+
+    def answer(prompt: bytes) -> None:
+        session = host.new_session()
+        try:
+            ctx = session.init_execution_context(session.load_by_name("default"))
+            session.set_input(ctx, 1, _u8(b'{"temp": 0, "n-predict": 40}'))
+            session.set_input(ctx, 0, _u8(prompt))
+            session.compute(ctx)
+            results[prompt] = bytes(session.get_output(ctx, 0).data)
+        finally:
+            session.close()
+
+    threads = [threading.Thread(target=answer, args=(p,)) for p in prompts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for prompt in prompts:
+        assert results[prompt] == native(model, prompt.decode(), {"temp": 0, "n-predict": 40}).text
+
+
 def test_ggml_logs_errnos_at_info(host: Host, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="wasinn.abi"):
         run_llama(host, "--stream", "--config", json.dumps({"temp": 0, "n-predict": 2}), "default", "Once upon")

@@ -115,7 +115,11 @@ def _private_copy(data: memoryview) -> Path:
 
 
 class LlamaGraph(Graph):
-    """A llama.cpp model and its metadata defaults; calls on it are serialized (as WasmEdge does)."""
+    """A llama.cpp model and its metadata defaults.
+
+    Its contexts run concurrently (each has its own llama context; the session serializes calls on
+    one context), where WasmEdge serializes every call on a graph.
+    """
 
     byte_inputs = True
 
@@ -222,17 +226,16 @@ class LlamaContext(ExecutionContext):
 
     def set_input(self, key: TensorKey, tensor: Tensor) -> None:
         data = tensor.data.reshape(-1).view(np.uint8).tobytes()  # only the bytes count, as in WasmEdge
-        with self.graph.lock:
-            self._check_alive()
-            if key in (1, "metadata", "1"):
-                self._set_metadata(data)
-                return
-            self.prompt = engine.tokenize(self.graph.model, data)
-            self.streaming = False  # a new prompt ends any streaming session
-            self.tokens.clear()
-            self.text.clear()
-            self.last = b""
-            self.embedding = None
+        self._check_alive()
+        if key in (1, "metadata", "1"):
+            self._set_metadata(data)
+            return
+        self.prompt = engine.tokenize(self.graph.model, data)
+        self.streaming = False  # a new prompt ends any streaming session
+        self.tokens.clear()
+        self.text.clear()
+        self.last = b""
+        self.embedding = None
 
     def _set_metadata(self, data: bytes) -> None:
         meta, given = parse(data, self.meta)
@@ -292,51 +295,48 @@ class LlamaContext(ExecutionContext):
         self.n_past += 1
 
     def compute(self) -> None:
-        with self.graph.lock:
-            self._check_alive()
-            self.streaming = False
-            if self.meta.embedding:
-                self._embed()
+        self._check_alive()
+        self.streaming = False
+        if self.meta.embedding:
+            self._embed()
+            return
+        self._start()
+        stop = self.meta.reverse_prompt.encode("utf-8")
+        n = 0
+        while self.meta.n_predict < 0 or n < self.meta.n_predict:
+            text, end = self._step()
+            n += 1
+            if self.meta.stream_stdout:
+                _to_stdout(text)
+            if stop and self.text.find(stop, max(0, len(self.text) - len(text) - len(stop) + 1)) >= 0:
                 return
-            self._start()
-            stop = self.meta.reverse_prompt.encode("utf-8")
-            n = 0
-            while self.meta.n_predict < 0 or n < self.meta.n_predict:
-                text, end = self._step()
-                n += 1
-                if self.meta.stream_stdout:
-                    _to_stdout(text)
-                if stop and self.text.find(stop, max(0, len(self.text) - len(text) - len(stop) + 1)) >= 0:
-                    return
-                if end:
-                    return
-                self._evaluate_last()
+            if end:
+                return
+            self._evaluate_last()
 
     def compute_single(self) -> None:
-        with self.graph.lock:
-            self._check_alive()
-            if self.meta.embedding:
-                raise InvalidArgument("compute_single generates text: this context is in embedding mode")
-            if not self.streaming:
-                self._start()
-                self.streaming = True
-            try:
-                _, end = self._step()
-                if end:
-                    raise _errno("end_of_sequence", "the model ended its answer")
-                self._evaluate_last()
-            except BaseException:
-                self.streaming = False  # a non-zero step ends the session
-                raise
+        self._check_alive()
+        if self.meta.embedding:
+            raise InvalidArgument("compute_single generates text: this context is in embedding mode")
+        if not self.streaming:
+            self._start()
+            self.streaming = True
+        try:
+            _, end = self._step()
+            if end:
+                raise _errno("end_of_sequence", "the model ended its answer")
+            self._evaluate_last()
+        except BaseException:
+            self.streaming = False  # a non-zero step ends the session
+            raise
 
     def fini_single(self) -> None:
-        with self.graph.lock:
-            self.streaming = False
-            self.tokens.clear()
-            self.text.clear()
-            self.last = b""
-            if self._sampler is not None:
-                self._sampler.reset()
+        self.streaming = False
+        self.tokens.clear()
+        self.text.clear()
+        self.last = b""
+        if self._sampler is not None:
+            self._sampler.reset()
 
     # -- embeddings ------------------------------------------------------------------------------------
 
@@ -380,23 +380,20 @@ class LlamaContext(ExecutionContext):
         return json.dumps(usage).encode("utf-8")
 
     def get_output(self, key: TensorKey) -> Tensor:
-        with self.graph.lock:
-            return _bytes(self._usage() if key in _USAGE_NAMES or key == 1 else bytes(self.text))
+        return _bytes(self._usage() if key in _USAGE_NAMES or key == 1 else bytes(self.text))
 
     def get_output_single(self, key: TensorKey) -> Tensor:
-        with self.graph.lock:
-            return _bytes(self._usage() if key in _USAGE_NAMES or key == 1 else self.last)
+        return _bytes(self._usage() if key in _USAGE_NAMES or key == 1 else self.last)
 
     def output_names(self) -> Sequence[str]:
         return ["output", "metadata"]
 
     def close(self) -> None:
-        with self.graph.lock:
-            self.closed = True
-            for part in (self._sampler, self._batch, self._ctx):
-                if part is not None:
-                    part.close()
-            self._sampler = self._batch = self._ctx = None
+        self.closed = True
+        for part in (self._sampler, self._batch, self._ctx):
+            if part is not None:
+                part.close()
+        self._sampler = self._batch = self._ctx = None
 
 
 def _field(key: str) -> str:

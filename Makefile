@@ -91,7 +91,7 @@ bench: $(VENV)/.dev  ## the full benchmark (minutes): rewrites docs/performance.
 	$(BIN)/python -m benchmarks --out docs/performance.md
 
 bench-llm: $(VENV)/.dev  ## the LLM benchmark (a minute): rewrites docs/results/llm-benchmark.json
-	$(BIN)/python -m benchmarks.llm --out docs/results/llm-benchmark.json
+	$(BIN)/python -m benchmarks.llm --rounds 15 --out docs/results/llm-benchmark.json
 
 llm-conformance: $(VENV)/.dev  ## the LLM conformance layer on llama and on remote (loopback server): docs/results/
 	$(BIN)/python -m benchmarks.llm_conformance --out docs/results/llm-conformance.json

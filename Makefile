@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 # torch is pinned here (a CPU build on these machines); the plugins themselves declare ranges.
 TORCH := torch==2.13.0
+# llama-cpp-python builds llama.cpp from source (about 6 minutes on 2 cores, once: pip's wheel cache keeps the
+# wheel, so later installs take seconds); a portable x86-64 CPU build. wasinn-llama declares a range.
+LLAMA := llama-cpp-python[server]==0.3.36
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 export ZIG_GLOBAL_CACHE_DIR := $(CURDIR)/.zig-cache
 
 # `make demo BACKEND=pytorch` (or openvino) runs the same guest on another backend plugin.
@@ -15,29 +19,38 @@ MODEL_openvino := examples/digits/model/digits.xml:examples/digits/model/digits.
 PLUGIN_onnx := -e plugins/onnx
 PLUGIN_pytorch := -e plugins/pytorch $(TORCH)
 PLUGIN_openvino := -e plugins/openvino
+PLUGIN_llama := -e plugins/llama $(LLAMA) -e conformance $(TORCH)
 DEMO_FLAGS = --dir examples/digits/images::/images --nn-preload digits:$(BACKEND):cpu:$(MODEL_$(BACKEND))
+# `make demo BACKEND=llama`: a chat guest on a tiny GGUF model trained here (python -m wasinn_conformance.gguf_models)
+LLM_MODEL = $$($(BIN)/python -m wasinn_conformance.gguf_models --out .cache/llm)
 
 LINTED := wasinn_core plugins conformance tests guests examples benchmarks
 REPORTS := .reports
 
-.PHONY: demo test lint typecheck pytest conformance site bench-check docs bench fuzz soak guests model clean dist
+.PHONY: demo test lint typecheck pytest conformance site bench-check docs bench bench-llm llm-conformance fuzz soak guests model clean dist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -U pip
 
 $(VENV)/.demo-%: $(BIN)/python pyproject.toml plugins/%/pyproject.toml
-	$(PIP) install -e . $(PLUGIN_$*)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -e . $(PLUGIN_$*)
 	touch $@
 
 $(VENV)/.dev: $(BIN)/python pyproject.toml plugins/*/pyproject.toml conformance/pyproject.toml \
               examples/plugin-template/pyproject.toml
-	$(PIP) install -e '.[dev]' -e plugins/onnx -e plugins/pytorch -e plugins/openvino $(TORCH) onnxscript onnx \
-	    -e 'plugins/remote[loopback]' -e 'conformance[wasmtime]' -e examples/plugin-template
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -e '.[dev]' -e plugins/onnx -e plugins/pytorch -e plugins/openvino \
+	    $(TORCH) onnxscript onnx -e 'plugins/remote[loopback]' -e 'conformance[wasmtime]' -e examples/plugin-template \
+	    -e plugins/llama '$(LLAMA)'
 	touch $@
 
 demo: $(VENV)/.demo-$(BACKEND)  ## classify the shipped digit images in a wasm guest (default: ONNX Runtime)
+ifeq ($(BACKEND),llama)
+	$(BIN)/wasinn run --dir .:. --nn-preload default:GGML:CPU:$(LLM_MODEL) guests/wasm/llama.wasm --chat \
+	    default 'Who are you?'
+else
 	$(BIN)/wasinn run $(DEMO_FLAGS) guests/wasm/digits.wasm /images
+endif
 
 test: $(VENV)/.dev lint typecheck pytest conformance site bench-check  ## install everything, lint, type-check, run every suite
 
@@ -55,13 +68,14 @@ pytest: $(VENV)/.dev
 	    tests/test_reliability.py tests/test_cli.py
 
 # The conformance suite on every in-tree backend and the template plugin (known deviations are in
-# wasinn.toml); guest models run in worker processes by default, and the second run isolates named ones too, then on wasmtime's own CLI (its known failures ship with the suite). Reports in $(REPORTS)/.
+# wasinn.toml; guest models run in worker processes by default, and the second run isolates named ones
+# too), then on wasmtime's own CLI (its known failures ship with the suite). Reports in $(REPORTS)/.
 conformance: $(VENV)/.dev
 	mkdir -p $(REPORTS)
-	$(BIN)/wasinn conformance -q --backend onnxruntime --backend pytorch --backend openvino --backend onnxref \
+	$(BIN)/wasinn conformance -q --backend onnxruntime --backend pytorch --backend openvino --backend onnxref --backend llama \
 	    --expectations conformance/wasinn_conformance/expectations/wasinn.toml --json $(REPORTS)/conformance.json
 	# again with every model, guest-supplied and named, in a confined worker process
-	$(BIN)/wasinn conformance -q --backend onnxruntime --backend pytorch --backend openvino --backend onnxref \
+	$(BIN)/wasinn conformance -q --backend onnxruntime --backend pytorch --backend openvino --backend onnxref --backend llama \
 	    --expectations conformance/wasinn_conformance/expectations/wasinn.toml --config conformance/configs/isolated.toml \
 	    --json $(REPORTS)/conformance-isolated.json
 	$(BIN)/wasinn conformance -q --runtime wasmtime --json $(REPORTS)/conformance-wasmtime.json
@@ -73,12 +87,19 @@ site: $(VENV)/.dev
 # The benchmark runner in its quick mode, to check that it works (never a timed assertion).
 bench-check: $(VENV)/.dev
 	$(BIN)/python -m benchmarks --quick -q --out $(REPORTS)/performance-quick.md
+	$(BIN)/python -m benchmarks.llm --quick --out $(REPORTS)/llm-benchmark-quick.json
 
 docs: $(VENV)/.dev  ## serve the docs site on http://127.0.0.1:8000
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 bench: $(VENV)/.dev  ## the full benchmark (minutes): rewrites docs/performance.md and its plot
 	$(BIN)/python -m benchmarks --out docs/performance.md
+
+bench-llm: $(VENV)/.dev  ## the LLM benchmark (a minute): rewrites docs/results/llm-benchmark.json
+	$(BIN)/python -m benchmarks.llm --rounds 15 --out docs/results/llm-benchmark.json
+
+llm-conformance: $(VENV)/.dev  ## the LLM conformance layer on llama and on remote (loopback server): docs/results/
+	$(BIN)/python -m benchmarks.llm_conformance --out docs/results/llm-conformance.json
 
 fuzz: $(VENV)/.dev  ## long fuzz runs: 1,000,000 hostile host calls, 1,000 mutated models per format
 	$(BIN)/python -m tests.fuzzing --calls $${FUZZ_CALLS:-1000000} --seed $${FUZZ_SEED:-1} --models 1000 2>/dev/null

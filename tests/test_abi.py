@@ -17,7 +17,7 @@ from .conftest import DIGITS_MODEL, digits_config, in_process
 OK, INVALID_ARGUMENT, INVALID_ENCODING, MISSING_MEMORY, BUSY, RUNTIME_ERROR = 0, 1, 2, 3, 4, 5
 UNSUPPORTED, TOO_LARGE, NOT_FOUND = 6, 7, 8
 F16, F32, F64, U8, I32, I64 = 0, 1, 2, 3, 4, 5
-ONNX, AUTODETECT, GGML = 1, 5, 6
+ONNX, TENSORFLOW, AUTODETECT = 1, 2, 5
 CPU, GPU, TPU = 0, 1, 2
 
 
@@ -176,9 +176,9 @@ def test_unknown_encoding_code(guest, digits_onnx, caplog):
 
 def test_unclaimed_encoding_lists_claims(guest, digits_onnx, caplog):
     with caplog.at_level(logging.WARNING, logger="wasinn"):
-        err, _ = load_onnx(guest, digits_onnx, encoding=GGML)
+        err, _ = load_onnx(guest, digits_onnx, encoding=TENSORFLOW)
     assert err == INVALID_ENCODING
-    assert "no installed backend claims ggml" in caplog.text
+    assert "no installed backend claims tensorflow" in caplog.text
     assert "onnx: onnxruntime (cpu/gpu/tpu)" in caplog.text
 
 

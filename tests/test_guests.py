@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from wasinn_core import GGML_ERRNO
 from wasinn_core._witx import WITX_ENCODINGS, WITX_ERRNO, WITX_TARGETS, WITX_TENSOR_TYPES
 
 from .conftest import ROOT
@@ -45,3 +46,4 @@ def test_header_enums_match_the_host_tables():
     assert {k: v for k, v in values("NN_ERRNO").items() if k != "success"} == {
         c.value: n for c, n in WITX_ERRNO.items()
     }
+    assert values("NN_GGML") == dict(GGML_ERRNO)

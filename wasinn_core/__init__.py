@@ -34,6 +34,7 @@ from ._backend import (
 from ._cli_parse import NN_GRAPH_FILES
 from ._config import Config, IsolationConfig, Limits, ModelConfig, parse_seconds, parse_size
 from ._errors import (
+    BackendErrno,
     BackendError,
     Busy,
     ConfigError,
@@ -57,6 +58,7 @@ from ._run import EXIT_TRAP, GuestError, RunSpec, is_component, run_command
 from ._session import Session
 from ._stats import COPIES, HostStats, record_copy
 from ._types import ExecutionTarget, GraphEncoding, Tensor, TensorType
+from ._wasmedge import GGML_ERRNO
 from ._wit import WIT_VERSIONS, WitBinding
 from ._witx import WitxBinding
 
@@ -64,12 +66,14 @@ __all__ = [
     "COPIES",
     "ENTRY_POINT_GROUP",
     "EXIT_TRAP",
+    "GGML_ERRNO",
     "KNOWN_FEATURES",
     "NN_GRAPH_FILES",
     "PLUGIN_API_VERSION",
     "WIT_VERSIONS",
     "Availability",
     "Backend",
+    "BackendErrno",
     "BackendError",
     "BackendSpec",
     "Busy",

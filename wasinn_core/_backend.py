@@ -219,6 +219,11 @@ class Graph(ABC):
     #: The device actually used, in the library's words (``"CPUExecutionProvider"``).
     device: str = ""
 
+    #: Inputs are byte strings: only their bytes count, and a data length that does not fit the
+    #: dimensions is accepted (GGML prompts: WasmEdge's guests send U8 with dimensions ``[1]``
+    #: whatever the length). Read once, when the graph is loaded.
+    byte_inputs: bool = False
+
     @abstractmethod
     def init_execution_context(self) -> ExecutionContext:
         """A new, independent execution context."""

@@ -122,7 +122,14 @@ def parse_nn_preload(spec: str) -> ModelConfig:
         )
     name, enc, target, *paths = parts
     flag = "--nn-preload"
-    return ModelConfig(name, _encoding(enc, flag, spec), _targets(target, flag, spec), _files(paths, flag, spec))
+    encoding = _encoding(enc, flag, spec)
+    if encoding is GraphEncoding.GGML:
+        # WasmEdge: one GGUF path (a ':' in it is part of it), and a missing file is no start-up error
+        # but the guest's model_not_found (103) at load_by_name
+        files: tuple[Path, ...] = (Path(":".join(paths)).resolve(),)
+    else:
+        files = _files(paths, flag, spec)
+    return ModelConfig(name, encoding, _targets(target, flag, spec), files)
 
 
 def parse_nn_graph(spec: str, flag: str = "--nn-graph") -> ModelConfig:

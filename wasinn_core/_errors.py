@@ -15,6 +15,7 @@ Errors of the embedder's own making are ordinary Python exceptions::
     │   ├── MissingMemory           missing_memory
     │   ├── Busy                    busy
     │   ├── BackendError            runtime_error
+    │   │   └── BackendErrno        a backend's own witx errno (WasmEdge GGML: 100-103)
     │   ├── UnsupportedOperation    unsupported_operation
     │   ├── TooLarge                too_large
     │   └── NotFound                not_found
@@ -28,6 +29,7 @@ import enum
 from typing import ClassVar
 
 __all__ = [
+    "BackendErrno",
     "BackendError",
     "Busy",
     "ConfigError",
@@ -94,6 +96,25 @@ class BackendError(WasiNNError):
     """The backend library failed (``runtime_error``)."""
 
     code = ErrorCode.RUNTIME_ERROR
+
+
+class BackendErrno(BackendError):
+    """A backend's own outcome that guests branch on, with the backend's own witx errno.
+
+    WasmEdge's GGML backend returns 100 (end of sequence), 101 (context full), 102 (prompt too
+    long) and 103 (model not found) through ``wasi_ephemeral_nn``; the witx ABI returns ``errno``
+    as is, the WIT ABI (which has no such codes) a ``runtime-error`` whose data names the cause.
+
+    :param errno: the witx errno, 100 or more (below are the spec's codes).
+    :param quiet: an expected outcome (the end of an answer), logged at info rather than as a warning.
+    """
+
+    def __init__(self, errno: int, message: str, *, quiet: bool = False) -> None:
+        if not 100 <= errno <= 0xFFFF:
+            raise ValueError(f"a backend's own errno is in 100..65535, got {errno}")
+        super().__init__(message)
+        self.errno = errno
+        self.quiet = quiet
 
 
 class UnsupportedOperation(WasiNNError):

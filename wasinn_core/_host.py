@@ -15,6 +15,7 @@ from ._plugins import PluginManager
 from ._registry import LoadedGraph, Registry
 from ._session import Session
 from ._stats import HostStats
+from ._wasmedge import model_not_found, wasmedge_named
 
 if TYPE_CHECKING:
     import wasmtime
@@ -132,10 +133,35 @@ class Host:
                 self._named[cache_key] = loaded
         return loaded
 
-    def _load_model(self, model: ModelConfig, options: Mapping[str, Any], progress: bool | None = None) -> LoadedGraph:
+    def named_graph_with_metadata(self, name: str, metadata: bytes | None = None) -> LoadedGraph:
+        """A GGML named model under WasmEdge's rules (:mod:`wasinn_core._wasmedge`).
+
+        Without ``metadata`` the graph is shared and cached like :meth:`named_graph`; with it, the
+        metadata is one more builder and the graph is new (the caller owns and closes it). A missing
+        model file is ``model_not_found`` (103).
+        """
+        model = self.config.model(name)
+        if model is None:
+            return self.named_graph(name)  # not found, with the known names
+        missing = next((str(p) for p in model.paths if not p.is_file()), None)
+        if missing is not None:
+            raise model_not_found(name, missing)
+        if metadata:
+            return self._load_model(model, model.options, extra=(memoryview(metadata),))
+        return self.named_graph(name)
+
+    def _load_model(
+        self,
+        model: ModelConfig,
+        options: Mapping[str, Any],
+        progress: bool | None = None,
+        extra: Sequence[memoryview] = (),
+    ) -> LoadedGraph:
         try:
-            blobs = read_model_files(model.paths, progress=progress)
+            blobs = read_model_files(model.paths, progress=progress) + list(extra)
         except FileNotFoundError as exc:
+            if wasmedge_named(model):
+                raise model_not_found(model.name, str(exc)) from exc
             raise BackendError(f"model {model.name!r}: {exc}") from exc
         loaded = self.registry.load(
             blobs,
@@ -162,7 +188,9 @@ class Host:
 
     def preload(self, names: Iterable[str] | None = None, *, progress: bool | None = None) -> None:
         """Load named models now (all by default), so errors surface before any guest runs."""
-        wanted = list(names) if names is not None else [m.name for m in self.config.models]
+        # GGML models load when a guest first asks (WasmEdge reads no GGUF at start-up, and the first
+        # load_by_name_with_config decides the graph's metadata)
+        wanted = list(names) if names is not None else [m.name for m in self.config.models if not wasmedge_named(m)]
         for name in wanted:
             model = self.config.model(name)
             if model is None:

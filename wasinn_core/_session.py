@@ -31,6 +31,7 @@ from ._detect import looks_like_onnx, onnx_external_data
 from ._errors import BackendError, Busy, InvalidArgument, TooLarge, UnsupportedOperation, WasiNNError
 from ._registry import GraphInfo, LoadedGraph
 from ._types import ExecutionTarget, GraphEncoding, Tensor
+from ._wasmedge import unload_stops_contexts, wasmedge_named
 
 if TYPE_CHECKING:
     from ._host import Host
@@ -47,6 +48,8 @@ class _GraphEntry:
     loaded: LoadedGraph
     shared: bool
     held: int = 0  # host bytes charged to the instance (guest-loaded model bytes)
+    byte_inputs: bool = False  # the graph takes byte strings (Graph.byte_inputs)
+    name: str | None = None  # the model name, for WasmEdge's per-name handle cache
     contexts: int = 0
     unloaded: bool = False
     closed: bool = False
@@ -96,6 +99,7 @@ class Session:
         self._contexts: dict[int, _ContextEntry] = {}
         self._next_graph = 0
         self._next_context = 0
+        self._by_name: dict[str, int] = {}  # WasmEdge's rule for GGML: one handle per name until unloaded
         self._pending_graphs = 0
         self._held = 0
         self._closed = False
@@ -162,11 +166,14 @@ class Session:
             )
         self._held += nbytes
 
-    def _add_graph(self, loaded: LoadedGraph, shared: bool, held: int) -> int:
+    def _add_graph(self, loaded: LoadedGraph, shared: bool, held: int, name: str | None = None) -> int:
+        byte_inputs = bool(getattr(loaded.graph, "byte_inputs", False))
         with self._lock:
             handle = self._next_graph
             self._next_graph += 1
-            self._graphs[handle] = _GraphEntry(loaded, shared, held)
+            self._graphs[handle] = _GraphEntry(loaded, shared, held, byte_inputs, name)
+            if name is not None:
+                self._by_name[name] = handle
             return handle
 
     # -- graphs --------------------------------------------------------------
@@ -196,12 +203,28 @@ class Session:
         """Load a named model (shared by every instance of the host); returns its handle.
 
         ``config`` is the JSON of ``load_by_name_with_config``: an object whose
-        keys must be among the model's ``guest_options``.
+        keys must be among the model's ``guest_options``. A GGML model follows
+        WasmEdge instead (:mod:`wasinn_core._wasmedge`): the config is backend
+        metadata, and the name keeps one handle until it is unloaded.
         """
+        model = self.host.config.model(name)
+        if model is not None and wasmedge_named(model):
+            return self._load_wasmedge(name, config)
         options = self._guest_options(name, config)
         with self._graph_slot(0):
             loaded = self.host.named_graph(name, options)
             return self._add_graph(loaded, shared=True, held=0)
+
+    def _load_wasmedge(self, name: str, config: bytes | None) -> int:
+        with self._lock:
+            cached = self._by_name.get(name)
+            if cached is not None and cached in self._graphs:
+                return cached  # WasmEdge: the same handle, the config ignored, until unloaded
+        # with a config the graph is this instance's own (closed at unload); without, shared
+        held = len(config) if config else 0
+        with self._graph_slot(held):
+            loaded = self.host.named_graph_with_metadata(name, config or None)
+            return self._add_graph(loaded, shared=not config, held=held, name=name)
 
     def _guest_options(self, name: str, config: bytes | None) -> dict[str, Any]:
         if not config:
@@ -220,6 +243,8 @@ class Session:
             entry = self._graph(graph)
             del self._graphs[graph]
             entry.unloaded = True
+            if entry.name is not None and self._by_name.get(entry.name) == graph:
+                del self._by_name[entry.name]
         self._maybe_close_graph(entry)
 
     def _maybe_close_graph(self, entry: _GraphEntry) -> None:
@@ -272,11 +297,11 @@ class Session:
 
     def set_input(self, ctx: int, key: TensorKey, tensor: Tensor) -> None:
         """Set an input; ``tensor.data`` may be a borrowed view (see :class:`ExecutionContext`)."""
-        expected = math.prod(tensor.dimensions) * tensor.type.itemsize
-        if tensor.data.nbytes != expected:
+        expected = tensor.data.nbytes
+        fits = math.prod(tensor.dimensions) * tensor.type.itemsize
+        if expected != fits and not self._takes_bytes(ctx):
             raise InvalidArgument(
-                f"data length {tensor.data.nbytes} != {expected} bytes "
-                f"(dimensions {list(tensor.dimensions)} × {tensor.type.value})"
+                f"data length {expected} != {fits} bytes (dimensions {list(tensor.dimensions)} × {tensor.type.value})"
             )
         self._check_tensor_size(expected, "input")
         # The hot path of every inference: no context managers, the session lock only when sizes change.
@@ -284,6 +309,7 @@ class Session:
         if not entry.lock.acquire(blocking=False):
             raise Busy(f"execution context {ctx} is in use by another call")
         try:
+            self._check_graph_loaded(ctx, entry)
             delta = expected - entry.inputs.get(key, 0)
             if delta:
                 with self._lock:
@@ -305,6 +331,16 @@ class Session:
             self.host.stats.bytes_in += expected
         finally:
             entry.lock.release()
+
+    @staticmethod
+    def _check_graph_loaded(ctx: int, entry: _ContextEntry) -> None:
+        graph = entry.graph
+        if graph.unloaded and unload_stops_contexts(graph.loaded.info.encoding):
+            raise InvalidArgument(f"execution context {ctx}: its graph was unloaded (outputs stay readable)")
+
+    def _takes_bytes(self, ctx: int) -> bool:
+        entry = self._contexts.get(ctx)
+        return entry is not None and entry.graph.byte_inputs
 
     def _check_tensor_size(self, nbytes: int, what: str) -> None:
         limit = self.limits.max_tensor_bytes
@@ -338,6 +374,7 @@ class Session:
         if not entry.lock.acquire(blocking=False):
             raise Busy(f"execution context {ctx} is in use by another call")
         try:
+            self._check_graph_loaded(ctx, entry)
             entry.context.compute()
             self.host.stats.computes += 1
         except WasiNNError:
@@ -376,13 +413,33 @@ class Session:
 
     def compute_single(self, ctx: int) -> None:
         """One streaming step (WasmEdge extension)."""
-        with self._using(ctx) as entry:
+        # called once per generated token: the hot path of streaming guests, so no context managers
+        entry = self._context(ctx)
+        if not entry.lock.acquire(blocking=False):
+            raise Busy(f"execution context {ctx} is in use by another call")
+        try:
+            self._check_graph_loaded(ctx, entry)
             entry.context.compute_single()
+        except WasiNNError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            entry.lock.release()
 
     def get_output_single(self, ctx: int, key: TensorKey) -> Tensor:
         """Output of the last streaming step (WasmEdge extension)."""
-        with self._using(ctx) as entry:
+        entry = self._context(ctx)
+        if not entry.lock.acquire(blocking=False):
+            raise Busy(f"execution context {ctx} is in use by another call")
+        try:
             tensor = entry.context.get_output_single(key)
+        except WasiNNError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            entry.lock.release()
         self._check_output(tensor)
         return tensor
 

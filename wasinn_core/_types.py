@@ -158,6 +158,16 @@ class Tensor:
         return cls(dimensions, type, buffer.view(dtype).reshape(dimensions))
 
     @classmethod
+    def from_guest(cls, dimensions: tuple[int, ...], type: TensorType, buffer: npt.NDArray[Any]) -> Tensor:
+        """Like :meth:`from_buffer`, but bytes that do not fit the dimensions stay a flat ``u1`` array.
+
+        The session then refuses them, unless the graph takes byte strings (``Graph.byte_inputs``).
+        """
+        if buffer.nbytes == math.prod(dimensions) * type.itemsize:
+            return cls.from_buffer(dimensions, type, buffer)
+        return cls(dimensions, type, buffer.reshape(-1).view(np.uint8))
+
+    @classmethod
     def from_array(cls, array: npt.ArrayLike) -> Tensor:
         """Wrap a numpy array (made C-contiguous) as a tensor; a 0-d array stays rank 0."""
         arr = np.asarray(array)

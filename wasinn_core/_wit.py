@@ -287,7 +287,7 @@ class WitBinding:
     # -- inference ------------------------------------------------------------
 
     def _set(self, ctx: int, name: str, tensor: _HostTensor) -> None:
-        self.session.set_input(ctx, name, Tensor.from_buffer(tensor.dimensions, tensor.type, tensor.data))
+        self.session.set_input(ctx, name, Tensor.from_guest(tensor.dimensions, tensor.type, tensor.data))
 
     def _compute(self, context: Any, args: Any, results: Any, ids: dict[str, int]) -> None:
         """0.2.0-rc-2024-10-28: ``compute(inputs) -> result<list<named-tensor>, error>``."""

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import wasmtime
 
-from ._errors import ErrorCode, InvalidArgument, InvalidEncoding, TooLarge, WasiNNError
+from ._errors import BackendErrno, ErrorCode, InvalidArgument, InvalidEncoding, TooLarge, WasiNNError
 from ._memory import GuestMemory, check_span, write_u32
 from ._session import Session
 from ._stats import record_copy
@@ -128,6 +128,9 @@ class WitxBinding:
             try:
                 impl(caller, *args)
                 return 0
+            except BackendErrno as exc:  # the backend's own code (GGML's end of sequence...), passed through
+                self._log(name, params, args, exc.code, f"errno {exc.errno}: {exc.message}", quiet=exc.quiet)
+                return exc.errno
             except WasiNNError as exc:
                 self._log(name, params, args, exc.code, exc.message)
                 return WITX_ERRNO[exc.code]
@@ -140,13 +143,17 @@ class WitxBinding:
         return host
 
     @staticmethod
-    def _log(name: str, params: tuple[str, ...], args: tuple[int, ...], code: ErrorCode, message: str) -> None:
+    def _log(
+        name: str, params: tuple[str, ...], args: tuple[int, ...], code: ErrorCode, message: str, quiet: bool = False
+    ) -> None:
         call = ", ".join(
             f"{p}={a & _U32_MASK:#x}" if p.endswith(("_ptr", "_out")) else f"{p}={a & _U32_MASK}"
             for p, a in zip(params, args, strict=False)
         )
-        # a too-small output buffer is how guests ask for the size (they retry): not worth a warning
-        level = logging.INFO if code is ErrorCode.TOO_LARGE and name.startswith("get_output") else logging.WARNING
+        # a too-small output buffer is how guests ask for the size (they retry), and the end of an answer
+        # is how streaming guests stop: neither is worth a warning
+        quiet = quiet or (code is ErrorCode.TOO_LARGE and name.startswith("get_output"))
+        level = logging.INFO if quiet else logging.WARNING
         log.log(level, "%s(%s): %s: %s", name, call, code.value, message)
 
     # -- graphs ---------------------------------------------------------------
@@ -246,7 +253,7 @@ class WitxBinding:
             )
         dims = struct.unpack(f"<{len(dims_raw) // 4}I", dims_raw)
         check_span(view, data_ptr, data_len, "tensor data")
-        return Tensor.from_buffer(dims, ttype, view[data_ptr : data_ptr + data_len])
+        return Tensor.from_guest(dims, ttype, view[data_ptr : data_ptr + data_len])
 
     def _compute(self, caller: Any, ctx: int) -> None:
         self.session.compute(ctx)

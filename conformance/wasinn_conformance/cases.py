@@ -6,6 +6,7 @@ A case id is stable and human-readable; expectations files refer to it:
     component/<wit-version>/<case>                      component layer (generated WAT components)
     backend/<encoding>/<format>/<target>/<dtype>/<family>[/<variant>]   backend layer
     operators/onnx/<target>/<operator>/<onnx test name>  operator layer (ONNX's node tests)
+    llm/<case>                                          LLM layer (backends claiming ggml)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Literal, final
 
 from .components import COMPONENT_CASES, VERSIONS
 
-Layer = Literal["abi", "component", "backend", "operators"]
+Layer = Literal["abi", "component", "backend", "operators", "llm"]
 
 #: Tensor types of the backend layer, in report order.
 DTYPES = ("f16", "bf16", "f32", "f64", "u8", "i32", "i64")
@@ -232,6 +233,8 @@ class Case:
             return (self.backend, f"wit@{self.variant.removeprefix('0.2.0-rc-')}", self.target, "-")
         if self.layer == "operators":
             return (self.backend, "onnx operators", self.target, self.dtype)
+        if self.layer == "llm":
+            return (self.backend, "ggml/llm", self.target, "-")
         return (self.backend, f"{self.encoding}/{self.format}", self.target, self.dtype)
 
 

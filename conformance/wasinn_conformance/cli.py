@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--target", choices=("cpu", "gpu", "tpu"), default="cpu", help="execution target")
     parser.add_argument(
-        "--layer", choices=("abi", "component", "backend", "operators", "all"), help="which layer to run"
+        "--layer", choices=("abi", "component", "backend", "operators", "llm", "all"), help="which layer to run"
     )
     parser.add_argument(
         "--operators",

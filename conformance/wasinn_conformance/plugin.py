@@ -26,9 +26,9 @@ from .runtimes import CommandRuntime, python_command, wasmtime_runtime
 from .suite import Result, Suite
 
 SUITE_KEY = pytest.StashKey[Suite]()
-CASE_FIXTURES = {"backend_case": "backend", "abi_case": "abi", "component_case": "component"}
+CASE_FIXTURES = {"backend_case": "backend", "abi_case": "abi", "component_case": "component", "llm_case": "llm"}
 CASE_FIXTURES["operator_case"] = "operators"
-LAYERS = ("abi", "component", "backend", "operators")
+LAYERS = ("abi", "component", "backend", "operators", "llm")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -14,6 +14,8 @@ from . import execute
 from .cases import FORMATS, Case, abi_cases, backend_cases, component_cases
 from .components import component_case, component_wat, reference_model
 from .expectations import Expectations
+from .llm_layer import MODEL as LLM_MODEL
+from .llm_layer import llm_cases, model_config, run_llm_case
 from .models import ModelStore
 from .operator_layer import OperatorLayer
 from .runtimes import MODEL_NAME, CommandRuntime, Runtime, WasinnRuntime
@@ -49,7 +51,7 @@ class Suite:
     backends: list[str] | None = None
     target: str = "cpu"
     runtime: CommandRuntime | None = None
-    layers: frozenset[str] = frozenset({"abi", "component", "backend", "operators"})
+    layers: frozenset[str] = frozenset({"abi", "component", "backend", "operators", "llm"})
     expectations: Expectations = field(default_factory=Expectations)
     plugins: PluginManager = field(default_factory=PluginManager)
     host_class: type[Host] = Host
@@ -71,6 +73,7 @@ class Suite:
         self._runtimes: dict[str, Runtime] = {}
         options = self.config.backends if self.config else None
         self.operator_layer = OperatorLayer(self.plugins, options, self.tolerances, self.operators, self.host_class)
+        self._llm_hosts: dict[str, Host | str] = {}
         unknown = [b for b in self.backends or [] if b not in self.specs]
         if unknown:
             raise ValueError(f"no installed backend is called {', '.join(unknown)}; installed: {', '.join(self.specs)}")
@@ -109,6 +112,12 @@ class Suite:
                 out += self.operator_layer.cases(spec, self.target)
             elif layer == "backend":
                 out += backend_cases(name, [e.value for e, p in spec.encodings.items() if p > 0], self.target)
+            elif layer == "llm":
+                pinned = (
+                    self.config is not None and (m := self.config.model(LLM_MODEL)) is not None and m.backend == name
+                )
+                if spec.encodings.get(GraphEncoding.GGML, 0) > 0 or pinned:
+                    out += llm_cases(name, self.target)
             elif (encoding := self.abi_encoding(name)) is not None:
                 out += by_runtime[layer](name, encoding, self.target)
         return out
@@ -153,6 +162,8 @@ class Suite:
         """Why ``case`` cannot run here, or ``None``; such a case is skipped, never failed."""
         if case.layer in ("abi", "component"):
             return self._missing_abi(case)
+        if case.layer == "llm":
+            return self._missing_llm(case)
         spec = self.specs[case.backend]
         unusable = self._unusable_target(case)
         if unusable is not None:
@@ -170,6 +181,17 @@ class Suite:
         if lacking:
             return f"{spec.name} does not declare {', '.join(lacking)}"
         return None
+
+    def _missing_llm(self, case: Case) -> str | None:
+        host = self.llm_host(case)
+        if isinstance(host, str):
+            return host
+        spec, model = self.specs[case.backend], host.config.model(LLM_MODEL)
+        target = ExecutionTarget(case.target)
+        if target not in spec.targets:
+            return f"{spec.name} does not claim target {case.target}"
+        available = spec.probe(target, host.registry.options(spec, model.options if model else None))
+        return None if available.available else f"{spec.name} cannot use {case.target} here: {available.reason}"
 
     def _unusable_target(self, case: Case) -> str | None:
         spec = self.specs[case.backend]
@@ -258,8 +280,25 @@ class Suite:
             self._runtimes[case.backend] = runtime
         return runtime
 
+    def llm_host(self, case: Case) -> Host | str:
+        """A host whose ``conformance-llm`` model runs on the case's backend, or why there is none."""
+        host = self._llm_hosts.get(case.backend)
+        if host is None:
+            model = model_config(self.config, case.backend, case.target)
+            if isinstance(model, str):
+                host = model
+            else:
+                base = self.config or Config(source="<conformance>")
+                host = self.host_class(base.with_models(model), plugins=self.plugins)
+            self._llm_hosts[case.backend] = host
+        return host
+
     def run(self, case: Case) -> str:
         """Run ``case``; returns the device used (backend layer) or the runtime's name and version (ABI)."""
+        if case.layer == "llm":
+            host = self.llm_host(case)
+            assert not isinstance(host, str)
+            return run_llm_case(case, host)
         if case.layer == "backend":
             return execute.run_backend_case(case, self.host.registry, self.models, self.tolerances)
         if case.layer == "operators":
@@ -279,5 +318,8 @@ class Suite:
         for runtime in self._runtimes.values():
             if isinstance(runtime, WasinnRuntime):
                 runtime.close()
+        for host in self._llm_hosts.values():
+            if not isinstance(host, str):
+                host.close()
         self.host.close()
         shutil.rmtree(self.root, ignore_errors=True)

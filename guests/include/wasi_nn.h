@@ -26,6 +26,14 @@ typedef enum {
     NN_ERRNO_NOT_FOUND = 8,
 } nn_errno_t;
 
+/* WasmEdge's GGML backend's own errnos (wasinn-llama, wasinn-remote): outcomes guests branch on */
+typedef enum {
+    NN_GGML_END_OF_SEQUENCE = 100,
+    NN_GGML_CONTEXT_FULL = 101,
+    NN_GGML_PROMPT_TOO_LONG = 102,
+    NN_GGML_MODEL_NOT_FOUND = 103,
+} nn_ggml_errno_t;
+
 typedef enum {
     NN_TENSOR_F16 = 0,
     NN_TENSOR_F32 = 1,
@@ -96,6 +104,16 @@ WASI_NN_IMPORT("unload")
 int32_t nn_unload(nn_graph_t graph);
 WASI_NN_IMPORT("finalize_execution_context")
 int32_t nn_finalize_execution_context(nn_context_t ctx);
+
+/* WasmEdge extensions: token-by-token generation (GGML). compute_single returns 100 at the end of the
+ * answer and 101 when the context is full; get_output_single gives the last token's bytes. */
+WASI_NN_IMPORT("compute_single")
+int32_t nn_compute_single(nn_context_t ctx);
+WASI_NN_IMPORT("get_output_single")
+int32_t nn_get_output_single(nn_context_t ctx, uint32_t index, uint8_t *out, uint32_t out_max,
+                             uint32_t *bytes_written);
+WASI_NN_IMPORT("fini_single")
+int32_t nn_fini_single(nn_context_t ctx);
 
 static inline const char *nn_strerror(int32_t err) {
     static const char *names[] = {"success", "invalid_argument", "invalid_encoding", "missing_memory", "busy",

@@ -16,6 +16,7 @@ import time
 from typing import Any, final
 
 from .._errors import (
+    BackendErrno,
     BackendError,
     Busy,
     ErrorCode,
@@ -151,6 +152,8 @@ def _parse(body: bytes) -> dict[str, Any]:
 
 def error_reply(exc: BaseException) -> dict[str, Any]:
     """A reply carrying ``exc`` (worker side): its code and message; other exceptions are ``runtime_error``."""
+    if isinstance(exc, BackendErrno):  # a backend's own witx errno (GGML's 100-103) crosses as is
+        return {"ok": False, "code": exc.code.value, "message": exc.message, "errno": exc.errno, "quiet": exc.quiet}
     if isinstance(exc, WasiNNError):
         return {"ok": False, "code": exc.code.value, "message": exc.message}
     return {"ok": False, "code": ErrorCode.RUNTIME_ERROR.value, "message": f"{type(exc).__name__}: {exc}"}
@@ -161,4 +164,8 @@ def error_from_reply(reply: dict[str, Any], where: str) -> WasiNNError:
     cls = _ERRORS.get(str(reply.get("code")), BackendError)
     message = str(reply.get("message", ""))[:_MESSAGE_CHARS]
     message = "".join(c if c.isprintable() else " " for c in message)  # no forged log lines
-    return cls(message or f"{where} failed in the worker with no message")
+    message = message or f"{where} failed in the worker with no message"
+    errno = reply.get("errno")
+    if cls is BackendError and type(errno) is int and 100 <= errno <= 0xFFFF:
+        return BackendErrno(errno, message, quiet=reply.get("quiet") is True)
+    return cls(message)

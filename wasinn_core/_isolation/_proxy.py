@@ -88,7 +88,9 @@ class ProcessBackend(Backend):
             raise
         finally:
             arena.close()
-        return ProcessGraph(worker, str(reply.get("device", ""))[:200], self.deadlines, self.domain)
+        graph = ProcessGraph(worker, str(reply.get("device", ""))[:200], self.deadlines, self.domain)
+        graph.byte_inputs = reply.get("byte_inputs") is True
+        return graph
 
 
 @final

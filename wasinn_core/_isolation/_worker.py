@@ -82,7 +82,7 @@ class _Server:
         finally:
             arena.close()  # stays mapped while the library keeps a view of it
         self.graph = graph
-        return {"device": str(graph.device or "")}
+        return {"device": str(graph.device or ""), "byte_inputs": bool(graph.byte_inputs)}
 
     def close_graph(self, m: dict[str, Any]) -> dict[str, Any]:
         for ctx in list(self.contexts):
@@ -142,7 +142,9 @@ class _Server:
         ttype = TensorType(m["type"])
         dims = tuple(int(d) for d in m["dims"])
         data = entry.inputs.region(int(m["offset"]), int(m["nbytes"]))
-        entry.context.set_input(_key(m["key"]), Tensor.from_buffer(dims, ttype, data))
+        byte_inputs = self.graph is not None and self.graph.byte_inputs  # GGML prompts: bytes, whatever the dims
+        tensor = Tensor.from_guest(dims, ttype, data) if byte_inputs else Tensor.from_buffer(dims, ttype, data)
+        entry.context.set_input(_key(m["key"]), tensor)
 
     def compute(self, m: dict[str, Any]) -> dict[str, Any]:
         entry = self._context(m)

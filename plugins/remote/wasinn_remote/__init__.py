@@ -39,7 +39,14 @@ OPTIONS = (
     ),
     OptionSpec("gpu_url", str, "", "the server deployed on GPUs (target gpu)", guest=False),
     OptionSpec("tpu_url", str, "", "the server deployed on other accelerators (target tpu)", guest=False),
-    OptionSpec("protocol", str, "http", "for a URL without a scheme", choices=("http", "https", "grpc"), guest=False),
+    OptionSpec(
+        "protocol",
+        str,
+        "http",
+        "for a URL without a scheme; openai: an OpenAI-compatible server for ggml models (/v1/completions)",
+        choices=("http", "https", "grpc", "openai"),
+        guest=False,
+    ),
     OptionSpec("model", str, "", "the server's model name for a named model", guest=False),
     OptionSpec("gpu_model", str, "", "the model variant for target gpu (on gpu_url, else on url)", guest=False),
     OptionSpec("tpu_model", str, "", "the model variant for target tpu (on tpu_url, else on url)", guest=False),
@@ -99,6 +106,11 @@ def probe(target: ExecutionTarget, options: Mapping[str, Any]) -> Availability:
     if cached is not None and now - cached[0] < float(options["health_ttl_s"]):
         return cached[1]
     quick = {**options, "retries": 0, "timeout_s": min(float(options["timeout_s"]), 2.0)}
+    if options["protocol"] == "openai":
+        answer = _probe_openai(url, quick)
+        with _health_lock:
+            _health[key] = (now, answer)
+        return answer
     try:
         server = server_for(target, quick)
         try:
@@ -110,6 +122,17 @@ def probe(target: ExecutionTarget, options: Mapping[str, Any]) -> Availability:
     with _health_lock:
         _health[key] = (now, answer)
     return answer
+
+
+def _probe_openai(url: str, options: Mapping[str, Any]) -> Availability:
+    from ._backend import headers_from
+    from ._openai import OpenAIClient
+
+    try:
+        models = OpenAIClient(url, float(options["timeout_s"]), headers_from(options)).models()
+    except WasiNNError as exc:
+        return Availability.no(f"{url} is not ready: {exc.message}")
+    return Availability.yes(f"{url} (OpenAI-compatible: {', '.join(models) or 'no models'})")
 
 
 def _factory() -> Backend:
@@ -139,8 +162,9 @@ def backend_spec() -> BackendSpec:
                 {"named_io", "multi_output", "dynamic_batch", "shape_checks", "type_checks", "onnx:onnx"}
             ),
         ),
-        description="models on an Open Inference Protocol server (Triton, KServe, MLServer, OpenVINO Model Server)",
-        isolation="none",  # the server parses the models; guest uploads need the shared repository folder
+        description="models on an Open Inference Protocol server (Triton, KServe, MLServer, OpenVINO Model Server), "
+        "and ggml models on an OpenAI-compatible one (vLLM, llama.cpp's server)",
+        isolation="none",  # the servers parse the models; guest uploads need the shared repository folder
     )
 
 

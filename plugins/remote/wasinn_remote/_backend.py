@@ -145,6 +145,8 @@ class RemoteBackend(Backend):
         target: ExecutionTarget,
         options: Mapping[str, Any],
     ) -> Graph:
+        if encoding is GraphEncoding.GGML or options["protocol"] == "openai":
+            return self._load_openai(builders, encoding, target, options)
         server = self.server(target, options)
         if builders:
             model, version = self._upload(server, builders, encoding, options), ""
@@ -174,6 +176,33 @@ class RemoteBackend(Backend):
                 graph.close()
                 raise
         return graph
+
+    @staticmethod
+    def _load_openai(
+        builders: Sequence[memoryview], encoding: GraphEncoding, target: ExecutionTarget, options: Mapping[str, Any]
+    ) -> Graph:
+        """A ggml model on an OpenAI-compatible server (``protocol = "openai"``), with WasmEdge's GGML semantics."""
+        from ._openai import OpenAIClient, load_ggml
+
+        if encoding is not GraphEncoding.GGML:
+            raise UnsupportedOperation(f"remote: the OpenAI protocol serves ggml models, not {encoding.value}")
+        if builders and bytes(builders[0][:4]) == b"GGUF":
+            raise UnsupportedOperation(
+                "remote: a guest's own GGUF model cannot be sent to an OpenAI-compatible server; "
+                "ask for a named model (load_by_name)"
+            )
+        if options["protocol"] != "openai":
+            raise UnsupportedOperation(
+                'remote: ggml models are served over the OpenAI protocol: set protocol = "openai"'
+            )
+        url = target_url(target, options)
+        if not url:
+            raise UnsupportedOperation(f"remote: {no_deployment(target)}")
+        model = target_model(target, options)
+        if not model:
+            raise InvalidArgument("remote: which server model? set options.model in the named model's config")
+        client = OpenAIClient(url, float(options["timeout_s"]), headers_from(options))
+        return load_ggml(client, model, builders, f"{url} {model} (openai)")
 
     def _upload(
         self, server: Server, builders: Sequence[memoryview], encoding: GraphEncoding, options: Mapping[str, Any]

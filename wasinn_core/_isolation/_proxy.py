@@ -139,7 +139,8 @@ class ProcessContext(ExecutionContext):
         self._control = graph.deadlines.control_s
         # Inputs: each key has its own slot in the input arena. The first set_input of a (key, shape,
         # type) is checked by the worker at once; a repeat cannot fail differently (a backend checks
-        # keys, shapes and types, not data), so it is only copied and rides along with the next compute.
+        # keys, shapes and types, not data; byte-string inputs excepted, which are always sent at once),
+        # so it is only copied and rides along with the next compute.
         self._slots: dict[TensorKey, tuple[int, int]] = {}
         self._top = 0
         self._accepted: set[tuple[TensorKey, tuple[int, ...], str]] = set()
@@ -202,7 +203,7 @@ class ProcessContext(ExecutionContext):
         signature = (key, tensor.dimensions, tensor.type.value)
         request = {"key": key, "dims": list(tensor.dimensions), "type": tensor.type.value, "offset": offset,
                    "nbytes": nbytes}  # fmt: skip
-        if signature in self._accepted:
+        if signature in self._accepted and not self.graph.byte_inputs:  # byte inputs are parsed (GGML metadata)
             self._deferred[key] = request
             return
         self._deferred.pop(key, None)

@@ -1,6 +1,6 @@
 """What a worker process costs: one model, in the host process and in a confined worker, side by side.
 
-python -m benchmarks.isolation BACKEND WORKLOAD ITERATIONS   → prints one JSON object
+python -m benchmarks.isolation BACKEND WORKLOAD ITERATIONS [--quick]   → prints one JSON object
 
 - ``inference_us``: the median of the guest's loop (``set_input`` → ``compute`` → ``get_output``) through
   the Python ``Session`` API, ``none`` (in process) and ``process`` (a worker), measured in alternating
@@ -52,6 +52,7 @@ def main() -> int:
         print(first_load(sys.argv[2], sys.argv[3]))
         return 0
     backend, workload, iterations = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    quick = "--quick" in sys.argv[4:]
     encoding = GraphEncoding.parse(backend)
     config = {"preferences": {"onnx": ["onnxruntime"]}, "backends": {"openvino": {"inference_precision": "f32"}}}
     hosts = {mode: Host(Config.from_dict({**config, "isolation": {"guest": mode}})) for mode in MODES}
@@ -64,14 +65,15 @@ def main() -> int:
         session.load(_builders(backend, warm), encoding, ExecutionTarget.CPU)
         contexts[mode] = session
     loads: dict[str, list[float]] = {mode: [] for mode in MODES}
-    for _ in range(3):
+    repeats = 1 if quick else 3
+    for _ in range(repeats):
         # in process: a fresh process whose library has loaded another model (the first load of this one)
         loads["none"].append(float(subprocess.run(
             [sys.executable, "-m", "benchmarks.isolation", "--first-load", backend, workload],
             capture_output=True, text=True, check=True, timeout=600,
         ).stdout))  # fmt: skip
         # in a worker: the one the zygote keeps ready (started and warmed up ahead)
-        time.sleep(2.0)
+        time.sleep(0.5 if quick else 2.0)
         session = hosts["process"].new_session()
         builders = _builders(backend, workload)
         start = time.perf_counter()
@@ -92,7 +94,7 @@ def main() -> int:
             session.get_output(ctx, 0)
 
         runs[mode] = step
-    for _ in range(3):  # alternating blocks
+    for _ in range(repeats):  # alternating blocks
         for mode in MODES:
             loops[mode].append(float(time_loop(runs[mode], iterations).split()[0]))
     result["inference_us"] = {mode: statistics.median(v) for mode, v in loops.items()}

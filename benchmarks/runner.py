@@ -191,7 +191,8 @@ def run(
     for backend in backends:
         for workload in [w for w in ("tiny", "mnet") if w in workloads]:
             n = iterations[workload]
-            measured = run_once([sys.executable, "-m", "benchmarks.isolation", backend, workload, str(n)])
+            command = [sys.executable, "-m", "benchmarks.isolation", backend, workload, str(n)]
+            measured = run_once(command + (["--quick"] if quick else []))
             results.isolation.append(json.loads(measured.stdout))
             progress.step(f"{backend} {workload} isolation")
     # the component model's list<u8>, both directions, wasinn's conversion against wasmtime-py's

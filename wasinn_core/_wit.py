@@ -165,11 +165,14 @@ class WitBinding:
 
     def _fail(self, context: Any, result: Any, ids: dict[str, int], call: str, exc: BaseException) -> None:
         """``result::err`` with a new error resource, and a log line naming the call."""
+        if isinstance(exc, cv.Trap):
+            raise exc
         if isinstance(exc, WasiNNError):
             code, message = WIT_ERROR_CODES[exc.code], exc.message
-        else:  # a library error never traps the guest
+        else:  # a bug (the session maps library errors): never a trap, always loud
             code, message = "runtime-error", f"{type(exc).__name__}: {exc}"
-            log.debug("%s", "".join(traceback.format_exception(exc)))
+            self.session.host.stats.internal_errors += 1
+            log.error("internal error in %s: %s", call, "".join(traceback.format_exception(exc)))
         level = logging.INFO if code == "not-found" else logging.WARNING
         log.log(level, "%s: %s: %s", call, code, message)
         self._room(self.errors, "error")

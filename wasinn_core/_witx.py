@@ -131,9 +131,10 @@ class WitxBinding:
             except WasiNNError as exc:
                 self._log(name, params, args, exc.code, exc.message)
                 return WITX_ERRNO[exc.code]
-            except Exception as exc:  # a library error must never trap the guest
+            except Exception as exc:  # a bug (the session maps library errors): never a trap, always loud
+                self.session.host.stats.internal_errors += 1
                 self._log(name, params, args, ErrorCode.RUNTIME_ERROR, f"{type(exc).__name__}: {exc}")
-                log.debug("%s", "".join(traceback.format_exception(exc)))
+                log.error("internal error in %s: %s", name, "".join(traceback.format_exception(exc)))
                 return WITX_ERRNO[ErrorCode.RUNTIME_ERROR]
 
         host.__name__ = name

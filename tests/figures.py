@@ -62,7 +62,8 @@ def fuzz_calls() -> str:
     memory = r["memory"]
     guests = ", ".join(f"{count} with memory {path}" for path, count in sorted(memory["guests"].items()))
     head = (
-        f"**Hostile host calls** (`{r['command']}`, seed {r['seed']}, {r['created']}, ABI path `{r['abi_path']}`): "
+        f"**Hostile host calls** (`{r['command']}`, seed {r['seed']}, {r['created']}, {r['machine']}, "
+        f"ABI path `{r['abi_path']}`): "
         f"**{n(r['calls'])}** `wasi_ephemeral_nn` calls in {r['seconds']:.0f} s "
         f"({r['calls'] / r['seconds']:,.0f} calls/s) through real wasm guests ({guests}; "
         f"{n(memory['grows'])} `memory.grow` between calls, each followed by a canary inference in the new pages)"
@@ -109,10 +110,18 @@ def fuzz_models() -> str:
     label = {"ran": "loaded and ran"} | {
         k: f"loaded, then {k.removeprefix('run: ')} at run" for k in columns if k.startswith("run")
     }
+    killed = {fmt: indexes for fmt, indexes in models.get("killed", {}).items() if indexes}
+    verdict = (
+        "no mutation crashed or hung its process"
+        if not killed
+        else "**mutations that crashed or hung their process**: "
+        + "; ".join(f"{MODEL_FORMAT_NAMES.get(f, f)} {', '.join(map(str, i))}" for f, i in killed.items())
+    )
     lines = [
         f"**Untrusted model bytes** (the same command, seed {models['seed']}): {n(models['count'])} mutations per "
         "format (truncated, bit-flipped, overwritten, zeroed runs, random bytes), each loaded and, when it loaded, "
-        "run; the process neither crashed nor hung (the run finished and wrote its result file):",
+        "run, in a child process per format so that a crash is counted, not the end of the run; "
+        f"{verdict}:",
         "",
         "| format | " + " | ".join(label.get(c, c) for c in columns) + " |",
         "|---|" + "---|" * len(columns),
@@ -136,8 +145,8 @@ SOAK_RUNS = {
 def soak() -> str:
     r = load("soak")
     lines = [
-        f"**Soak** (`{r['command']}`, {r['created']}): RSS and open file descriptors after a warm-up of a tenth "
-        "of the run, and at its end:",
+        f"**Soak** (`{r['command']}`, {r['created']}, {r['machine']}): RSS and open file descriptors after a "
+        "warm-up of a tenth of the run, and at its end:",
         "",
         "| backend | run | count | time | RSS after warm-up → end | growth | fds |",
         "|---|---|---|---|---|---|---|",

@@ -23,14 +23,18 @@ import argparse
 import datetime
 import json
 import logging
+import multiprocessing
 import os
 import platform
 import random
+import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import wasmtime
@@ -346,18 +350,27 @@ def mutate(blob: bytes, rng: random.Random) -> bytes:
     return bytes(data)
 
 
-def fuzz_models(fmt: str, count: int, seed: int) -> Counter[str]:
-    """Load ``count`` mutations of the digits model in format ``fmt``; tally what happened."""
-    encoding, files = MODEL_FORMATS[fmt]
-    blobs = [(MODEL.parent / f).read_bytes() for f in files]
+def mutation(fmt: str, seed: int, index: int) -> list[bytes]:
+    """The builders of mutation ``index`` of the digits model in ``fmt``: each has its own generator, so any
+    one can be rerun alone (``python -c "from tests.fuzzing import mutation; ..."``)."""
+    _, files = MODEL_FORMATS[fmt]
+    rng = random.Random(f"{fmt}-{seed}-{index}")
+    builders = [(MODEL.parent / f).read_bytes() for f in files]
+    which = rng.randrange(len(builders))
+    builders[which] = mutate(builders[which], rng)
+    return builders
+
+
+def fuzz_models(
+    fmt: str, count: int, seed: int, start: int = 0, report: Callable[[int, str], None] | None = None
+) -> Counter[str]:
+    """Load mutations ``start``..``count - 1`` of the digits model in format ``fmt``; tally what happened."""
+    encoding, _ = MODEL_FORMATS[fmt]
     host = Host(Config.from_dict({"limits": {"load_timeout_s": 60}}), plugins=PluginManager(environ={}))
     session = host.new_session()
-    rng = random.Random(f"{fmt}-{seed}")
     outcomes: Counter[str] = Counter()
-    for _ in range(count):
-        builders = list(blobs)
-        which = rng.randrange(len(builders))
-        builders[which] = mutate(builders[which], rng)
+    for index in range(start, count):
+        builders = mutation(fmt, seed, index)
         try:
             graph = session.load([memoryview(b) for b in builders], encoding, ExecutionTarget.CPU)
             ctx = session.init_execution_context(graph)
@@ -365,15 +378,60 @@ def fuzz_models(fmt: str, count: int, seed: int) -> Counter[str]:
                 session.set_input(ctx, 0, Tensor.from_array(np.zeros((1, 64), np.float32)))
                 session.compute(ctx)
                 session.get_output(ctx, 0)
-                outcomes["ran"] += 1
+                outcome = "ran"
             except WasiNNError as exc:
-                outcomes[f"run: {exc.code.value}"] += 1
+                outcome = f"run: {exc.code.value}"
             session.finalize_execution_context(ctx)
             session.unload(graph)
         except WasiNNError as exc:
-            outcomes[exc.code.value] += 1
+            outcome = exc.code.value
+        outcomes[outcome] += 1
+        if report is not None:
+            report(index, outcome)
     session.close()
     return outcomes
+
+
+def _models_child(fmt: str, count: int, seed: int, start: int, pipe: Any) -> None:
+    logging.getLogger("wasinn").setLevel(logging.CRITICAL)  # expected errors: thousands of log lines
+    fuzz_models(fmt, count, seed, start, lambda index, outcome: pipe.send((index, outcome)))
+
+
+def fuzz_models_isolated(fmt: str, count: int, seed: int, hang_s: float = 300.0) -> tuple[Counter[str], list[int]]:
+    """:func:`fuzz_models` in child processes: a mutation that kills its process (or hangs past ``hang_s``)
+    is counted, its index kept, and the run goes on after it in a new child. Returns (outcomes, those indexes).
+    """
+    spawn = multiprocessing.get_context("spawn")
+    outcomes: Counter[str] = Counter()
+    killed: list[int] = []
+    start = 0
+    while start < count:
+        receive, send = spawn.Pipe(duplex=False)
+        child = spawn.Process(target=_models_child, args=(fmt, count, seed, start, send), daemon=True)
+        child.start()
+        send.close()
+        while start < count:
+            if not receive.poll(hang_s):
+                child.kill()
+                outcomes["hang"] += 1
+                break
+            try:
+                index, outcome = receive.recv()
+            except EOFError:  # the child died without reporting the mutation it was on
+                child.join()
+                code = child.exitcode or 0
+                name = signal.Signals(-code).name if code < 0 else f"exit {code}"
+                outcomes[f"crash ({name})"] += 1
+                break
+            outcomes[outcome] += 1
+            start = index + 1
+        else:
+            child.join()
+            break
+        killed.append(start)
+        start += 1
+        child.join()
+    return outcomes, killed
 
 
 def fuzz_host() -> Host:
@@ -450,9 +508,13 @@ def main() -> int:
     print(f"functions: {dict(stats.functions)}")
     print(f"memory: {dict(stats.targets)} guests, {stats.grows} grows with a canary inference each")
     models: dict[str, dict[str, int]] = {}
+    killed: dict[str, list[int]] = {}
     for fmt in MODEL_FORMATS if args.models and stats.failure is None else ():
-        models[fmt] = dict(fuzz_models(fmt, args.models, args.seed))
+        outcomes, killed[fmt] = fuzz_models_isolated(fmt, args.models, args.seed)
+        models[fmt] = dict(outcomes)
         print(f"mutated {fmt} models: {args.models}: {models[fmt]}", flush=True)
+        for index in killed[fmt]:
+            print(f"mutation {index} of {fmt} (seed {args.seed}) killed or hung its process", file=sys.stderr)
     if args.json:
         import wasinn_core
 
@@ -471,7 +533,7 @@ def main() -> int:
             "memory": {"guests": dict(stats.targets), "grows": stats.grows},
             "errnos": {ERRNO_NAMES[k]: stats.errnos[k] for k in range(len(ERRNO_NAMES))},
             "functions": dict(sorted(stats.functions.items(), key=lambda kv: -kv[1])),
-            "models": {"count": args.models, "seed": args.seed, "outcomes": models},
+            "models": {"count": args.models, "seed": args.seed, "outcomes": models, "killed": killed},
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2) + "\n")

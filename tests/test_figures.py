@@ -63,6 +63,7 @@ def test_the_committed_fuzz_run_found_nothing_on_both_memory_paths():
     assert set(fuzz["memory"]["guests"]) == {"bound", "looked up"} and fuzz["memory"]["grows"] > 0
     assert sum(fuzz["errnos"].values()) == fuzz["calls"] == sum(fuzz["functions"].values())
     assert all(sum(o.values()) == fuzz["models"]["count"] for o in fuzz["models"]["outcomes"].values())
+    assert not any(fuzz["models"]["killed"].values())  # no mutated model crashed or hung its process
 
 
 def test_conformance_results_come_from_the_pinned_wasmtime_and_the_make_commands():

@@ -106,10 +106,11 @@ MODEL_FORMAT_NAMES = {
 def fuzz_models() -> str:
     models = load("fuzz")["models"]
     outcomes = models["outcomes"]
-    columns = sorted({k for o in outcomes.values() for k in o}, key=lambda k: (k != "ran", k.startswith("run"), k))
+    columns = sorted({k for o in outcomes.values() for k in o}, key=lambda k: (k != "ran", k.startswith("run: "), k))
     label = {"ran": "loaded and ran"} | {
-        k: f"loaded, then {k.removeprefix('run: ')} at run" for k in columns if k.startswith("run")
+        k: f"loaded, then {k.removeprefix('run: ')} when run" for k in columns if k.startswith("run: ")
     }
+    label |= {k: f"refused: {k}" for k in columns if k in ("invalid_argument", "runtime_error")}
     killed = {fmt: indexes for fmt, indexes in models.get("killed", {}).items() if indexes}
     verdict = (
         "no mutation crashed or hung its process"

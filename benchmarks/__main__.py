@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .report import write
-from .runner import BACKENDS, ROOT, WORKLOADS, run
+from .runner import BACKENDS, ROOT, WORKLOADS, Results, run
 
 
 def main() -> int:
@@ -27,8 +27,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
     parser.add_argument("--json", type=Path, help="the result file (default: results/NAME.json beside --out)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--render", action="store_true", help="measure nothing: render the page from --json's file")
     args = parser.parse_args()
     result_file = args.json or args.out.parent / "results" / f"{args.out.stem}.json"
+    if args.render:
+        write(Results.from_dict(json.loads(result_file.read_text())), args.out)
+        print(f"rendered {args.out} and {args.out.with_suffix('.png')} from {result_file}")
+        return 0
     results = run(
         1 if args.quick else args.rounds,
         args.quick,

@@ -12,8 +12,8 @@ WHY_FASTER = (
     "wasinn does strictly more work than the floor (the floor's input never moves; wasinn copies it in from "
     "guest memory and the output out), so a wasinn median below the floor's is not wasinn being faster at "
     "the same work. Where the rounds' ranges overlap, it is the spread between rounds on this shared 2-core "
-    "machine. Where they do not, the two processes differ in something other than the inference: they are "
-    "separate processes, started at different moments of a round, on a machine other jobs share."
+    "machine (other jobs ran beside the benchmark). Where they do not, this benchmark has not found the "
+    "cause: such a row is a finding to look into, not a win."
 )
 
 WORKLOAD_TEXT = {"tiny": "tiny MLP, 1×16", "mnet": "MobileNet-size CNN, 1×3×224×224", "big": "64 MiB through y = x·1"}
@@ -47,8 +47,9 @@ def faster_than_native(results: Results) -> str:
     rows = []
     for backend in BACKENDS:
         for workload in WORKLOADS:
-            native, wasinn = results.cells.get((backend, workload, "native")), results.cells.get(
-                (backend, workload, "wasinn")
+            native, wasinn = (
+                results.cells.get((backend, workload, "native")),
+                results.cells.get((backend, workload, "wasinn")),
             )
             if not native or not wasinn or native.median is None or wasinn.median is None:
                 continue
@@ -144,6 +145,32 @@ def components(results: Results) -> str:
         cells = [f"{r[k]:.1f} ms" if r else "–" for r in (ours, theirs) for k in ("to_host_ms", "to_guest_ms")]
         rows.append(f"| {_bytes(size)} | {' | '.join(cells)} |")
     return "\n".join(rows)
+
+
+def component_speedup(results: Results) -> str:
+    """wasinn's ``list<u8>`` against wasmtime-py's own conversion, from the sizes both ran."""
+    by = {(r["bytes"], r["path"]): r for r in results.components}
+    both = sorted(size for size, path in by if path == "wasmtime-py" and (size, "wasinn") in by)
+    if not both:
+        return "wasmtime-py's own conversion was not measured in this run"
+    ratios = {
+        key: [by[(size, "wasmtime-py")][key] / by[(size, "wasinn")][key] for size in both]
+        for key in ("to_host_ms", "to_guest_ms")
+    }
+    sizes = " and ".join(_bytes(size) for size in both)
+    return (
+        f"{min(ratios['to_host_ms']):.0f}–{max(ratios['to_host_ms']):.0f}× faster guest → host and "
+        f"{min(ratios['to_guest_ms']):.0f}–{max(ratios['to_guest_ms']):.0f}× host → guest at {sizes}"
+    )
+
+
+def component_ns(results: Results) -> str:
+    """Nanoseconds per byte guest → host at the largest size measured."""
+    rows = [r for r in results.components if r["path"] == "wasinn"]
+    if not rows:
+        return "not measured"
+    largest = max(rows, key=lambda r: r["bytes"])
+    return f"{largest['to_host_ms'] * 1e6 / largest['bytes']:.0f} ns per byte at {_bytes(largest['bytes'])}"
 
 
 def _bytes(n: int) -> str:
@@ -323,9 +350,9 @@ own conversions:
 {components(results)}
 
 wasinn reads and writes wasmtime's C value arrays with numpy (a column of payload bytes in an array of
-32-byte tagged values) instead of wasmtime-py's Python loop over every element: about 10× faster guest →
-host and more host → guest. What remains is inside wasmtime's C API, which the Python host cannot
-bypass: it lifts the list into one 32-byte value per byte and converts those (≈ 65 ns per byte), and it
+32-byte tagged values) instead of wasmtime-py's Python loop over every element: {component_speedup(results)}.
+What remains is inside wasmtime's C API, which the Python host cannot
+bypass: it lifts the list into one 32-byte value per byte and converts those ({component_ns(results)}), and it
 charges 32 units of its hostcall fuel (128 MiB per call, not settable from the C API) per element, so
 one call cannot move more than about 4 MiB: a larger tensor, or a model through `load`, traps with
 "fuel allocated for hostcalls has been exhausted". Components therefore get their models by name

@@ -232,7 +232,7 @@ def test_the_conformance_suite_passes_on_the_remote_backend(server, tmp_path, pr
     assert ("backend", "passed") in outcomes and ("abi", "passed") in outcomes and ("component", "passed") in outcomes
     assert not [c["id"] for c in cases if c["outcome"] == "failed"]
     skipped = {c["message"] for c in cases if c["outcome"] == "skipped"}
-    assert skipped <= {"remote does not declare tensor type bf16"}, skipped
+    assert all(m.startswith("remote does not declare tensor type bf16: tritonclient") for m in skipped), skipped
     assert os.listdir(server.repository) == ["digits"]
 
 

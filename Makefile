@@ -27,7 +27,7 @@ LLM_MODEL = $$($(BIN)/python -m wasinn_conformance.gguf_models --out .cache/llm)
 LINTED := wasinn_core plugins conformance tests guests examples benchmarks
 REPORTS := .reports
 
-.PHONY: demo test lint typecheck pytest conformance site bench-check docs bench bench-llm llm-conformance fuzz soak guests model clean dist
+.PHONY: demo test lint typecheck pytest conformance site bench-check docs bench bench-llm llm-conformance fuzz soak figures guests model clean dist
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -70,15 +70,21 @@ pytest: $(VENV)/.dev
 # The conformance suite on every in-tree backend and the template plugin (known deviations are in
 # wasinn.toml; guest models run in worker processes by default, and the second run isolates named ones
 # too), then on wasmtime's own CLI (its known failures ship with the suite). Reports in $(REPORTS)/.
+# The outcomes the docs show (docs/results/) must still be what a fresh run gives (else: make figures).
+CONFORMANCE_BACKENDS := --backend onnxruntime --backend pytorch --backend openvino --backend onnxref --backend llama
+EXPECTATIONS := conformance/wasinn_conformance/expectations/wasinn.toml
 conformance: $(VENV)/.dev
 	mkdir -p $(REPORTS)
-	$(BIN)/wasinn conformance -q --backend onnxruntime --backend pytorch --backend openvino --backend onnxref --backend llama \
-	    --expectations conformance/wasinn_conformance/expectations/wasinn.toml --json $(REPORTS)/conformance.json
+	$(BIN)/wasinn conformance -q $(CONFORMANCE_BACKENDS) --expectations $(EXPECTATIONS) \
+	    --json $(REPORTS)/conformance.json
 	# again with every model, guest-supplied and named, in a confined worker process
-	$(BIN)/wasinn conformance -q --backend onnxruntime --backend pytorch --backend openvino --backend onnxref --backend llama \
-	    --expectations conformance/wasinn_conformance/expectations/wasinn.toml --config conformance/configs/isolated.toml \
-	    --json $(REPORTS)/conformance-isolated.json
+	$(BIN)/wasinn conformance -q $(CONFORMANCE_BACKENDS) --expectations $(EXPECTATIONS) \
+	    --config conformance/configs/isolated.toml --json $(REPORTS)/conformance-isolated.json
 	$(BIN)/wasinn conformance -q --runtime wasmtime --json $(REPORTS)/conformance-wasmtime.json
+	$(BIN)/python -m tests.figures --compare $(REPORTS)/conformance.json docs/results/conformance-wasinn.json
+	$(BIN)/python -m tests.figures --compare $(REPORTS)/conformance-isolated.json docs/results/conformance-wasinn.json
+	$(BIN)/python -m tests.figures --compare $(REPORTS)/conformance-wasmtime.json \
+	    docs/results/conformance-wasmtime.json
 
 # The docs site must build with no warning (a broken link, a missing page or API object fails).
 site: $(VENV)/.dev
@@ -101,11 +107,21 @@ bench-llm: $(VENV)/.dev  ## the LLM benchmark (a minute): rewrites docs/results/
 llm-conformance: $(VENV)/.dev  ## the LLM conformance layer on llama and on remote (loopback server): docs/results/
 	$(BIN)/python -m benchmarks.llm_conformance --out docs/results/llm-conformance.json
 
+# The long runs write the result files the docs' figures are rendered from (docs/results/), then the figures.
 fuzz: $(VENV)/.dev  ## long fuzz runs: 1,000,000 hostile host calls, 1,000 mutated models per format
-	$(BIN)/python -m tests.fuzzing --calls $${FUZZ_CALLS:-1000000} --seed $${FUZZ_SEED:-1} --models 1000 2>/dev/null
+	$(BIN)/python -m tests.fuzzing --calls $${FUZZ_CALLS:-1000000} --seed $${FUZZ_SEED:-1} --models 1000 \
+	    --json docs/results/fuzz.json
+	$(BIN)/python -m tests.figures
 
 soak: $(VENV)/.dev  ## the full soak: 10,000 cycles and 1,000 store lifetimes per backend
-	$(BIN)/python -m tests.soak --cycles 10000 --lifetimes 1000 2>/dev/null
+	$(BIN)/python -m tests.soak --cycles 10000 --lifetimes 1000 --json docs/results/soak.json
+	$(BIN)/python -m tests.figures
+
+figures: $(VENV)/.dev  ## rerun the conformance suite into docs/results/ and rewrite the docs' figures
+	$(BIN)/wasinn conformance -q $(CONFORMANCE_BACKENDS) --expectations $(EXPECTATIONS) \
+	    --json docs/results/conformance-wasinn.json
+	$(BIN)/wasinn conformance -q --runtime wasmtime --json docs/results/conformance-wasmtime.json
+	$(BIN)/python -m tests.figures
 
 guests: $(VENV)/.dev  ## rebuild guests/wasm/*.wasm from guests/src/*.c with zig
 	$(BIN)/python guests/build.py

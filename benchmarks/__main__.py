@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from .report import write
-from .runner import BACKENDS, ROOT, WORKLOADS, run
+from .runner import BACKENDS, ROOT, WORKLOADS, Results, run
 
 
 def main() -> int:
@@ -24,8 +25,15 @@ def main() -> int:
     )
     parser.add_argument("--no-wasmtime", action="store_true", help="skip the wasmtime CLI")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "performance.md")
+    parser.add_argument("--json", type=Path, help="the result file (default: results/NAME.json beside --out)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--render", action="store_true", help="measure nothing: render the page from --json's file")
     args = parser.parse_args()
+    result_file = args.json or args.out.parent / "results" / f"{args.out.stem}.json"
+    if args.render:
+        write(Results.from_dict(json.loads(result_file.read_text())), args.out)
+        print(f"rendered {args.out} and {args.out.with_suffix('.png')} from {result_file}")
+        return 0
     results = run(
         1 if args.quick else args.rounds,
         args.quick,
@@ -35,8 +43,11 @@ def main() -> int:
         not args.no_wasmtime,
         args.quiet,
     )
+    results.command = " ".join(["python -m benchmarks", *sys.argv[1:]])
+    result_file.parent.mkdir(parents=True, exist_ok=True)
+    result_file.write_text(json.dumps(results.to_dict(), indent=1) + "\n")
     write(results, args.out)
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    print(f"wrote {result_file}, {args.out} and {args.out.with_suffix('.png')}")
     return 0
 
 

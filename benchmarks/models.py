@@ -3,6 +3,7 @@
     tiny      Linear(16→8) → ReLU → Linear(8→4), f32 [1, 16]: host overhead dominates
     mnet      a MobileNet-V1-shaped CNN (13 depthwise-separable blocks, 4.2 M parameters), f32 [1, 3, 224, 224]
     big       y = x · 1 on f32 [16, 1024, 1024] (64 MiB in, 64 MiB out): copies dominate
+    mid       y = x · 1 on f32 [1, 256, 1024] (1 MiB each way): for measuring copies in the tests
 
 Each in three formats (ONNX, TorchScript, OpenVINO IR with f32 weights) plus a raw input file.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent / ".models"
-SHAPES = {"tiny": (1, 16), "mnet": (1, 3, 224, 224), "big": (16, 1024, 1024)}
+SHAPES = {"tiny": (1, 16), "mnet": (1, 3, 224, 224), "big": (16, 1024, 1024), "mid": (1, 256, 1024)}
 FILES = {"onnx": ["model.onnx"], "pytorch": ["model.pt"], "openvino": ["model.xml", "model.bin"]}
 
 
@@ -26,7 +27,7 @@ def _module(workload: str):  # -> torch.nn.Module
     torch.manual_seed(0)
     if workload == "tiny":
         return nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)).eval()
-    if workload == "big":
+    if workload in ("big", "mid"):
 
         class Scale(nn.Module):
             def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ figure; start-up is measured separately as the wall time of a whole run with one
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import platform
@@ -37,19 +38,26 @@ BACKEND_NAME = {"onnx": "onnxruntime", "pytorch": "pytorch", "openvino": "openvi
 ITERATIONS = {"tiny": 5000, "mnet": 100, "big": 8}
 QUICK_ITERATIONS = {"tiny": 200, "mnet": 5, "big": 2}
 LOOP = re.compile(r"(\d+) iterations: median ([\d.]+) us, min ([\d.]+) us")
-STATS = re.compile(r"(\d+) computes, (\d+) bytes in, (\d+) bytes out, (\d+) bytes copied")
+
+
+#: Workloads whose copies are measured (a tiny tensor is below the tracing's resolution: see benchmarks.copies)
+COPY_WORKLOADS = ("mnet", "big")
 
 
 @dataclass
 class Cell:
-    """The per-round medians of one (backend, workload, host)."""
+    """The per-round medians of one (backend, workload, host), and its measured copies (benchmarks.copies)."""
 
     medians: list[float] = field(default_factory=list)
-    copies_per_byte: float | None = None
+    copies: dict[str, Any] | None = None
 
     @property
     def median(self) -> float | None:
         return statistics.median(self.medians) if self.medians else None
+
+    @property
+    def copies_per_byte(self) -> float | None:
+        return float(self.copies["copies_per_byte"]) if self.copies else None
 
 
 class Progress:
@@ -158,9 +166,48 @@ class Results:
     quick: bool = False
     components: list[dict[str, Any]] = field(default_factory=list)
     isolation: list[dict[str, Any]] = field(default_factory=list)
+    date: str = ""
+    machine: str = ""
+    command: str = ""
 
     def cell(self, backend: str, workload: str, host: str) -> Cell:
         return self.cells.setdefault((backend, workload, host), Cell())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The results as JSON data (``docs/results/performance.json``), from which the page is rendered."""
+        return {
+            "command": self.command,
+            "date": self.date,
+            "machine": self.machine,
+            "precision": self.precision,
+            "rounds": self.rounds,
+            "quick": self.quick,
+            "cells": [
+                {"backend": b, "workload": w, "host": h, "medians_us": c.medians, "copies": c.copies}
+                for (b, w, h), c in self.cells.items()
+            ],
+            "startup": [{"host": h, "part": p, "seconds": v} for (h, p), v in self.startup.items()],
+            "components": self.components,
+            "isolation": self.isolation,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Results:
+        results = cls(
+            precision=data["precision"],
+            rounds=data["rounds"],
+            quick=data["quick"],
+            components=data["components"],
+            isolation=data.get("isolation", []),
+            date=data["date"],
+            machine=data["machine"],
+            command=data["command"],
+        )
+        for c in data["cells"]:
+            results.cells[(c["backend"], c["workload"], c["host"])] = Cell(c["medians_us"], c["copies"])
+        for s in data["startup"]:
+            results.startup[(s["host"], s["part"])] = s["seconds"]
+        return results
 
 
 def run(
@@ -176,10 +223,12 @@ def run(
     for workload in workloads:
         folder(workload)  # generate models before timing anything
     config = write_config(precision)
-    results = Results(precision=precision, rounds=rounds, quick=quick)
+    results = Results(precision=precision, rounds=rounds, quick=quick, date=datetime.date.today().isoformat())
+    results.machine = machine()
     jobs = [(b, w) for b in backends for w in workloads]
     per_job = 4 + (1 if wasmtime else 0)
-    progress = Progress(rounds * len(jobs) * per_job + 2 * (2 if wasmtime else 1) + 1, quiet)
+    copy_jobs = [(b, w) for b, w in jobs if w in COPY_WORKLOADS]
+    progress = Progress(rounds * len(jobs) * per_job + 2 * (2 if wasmtime else 1) + 1 + len(copy_jobs), quiet)
     progress.total += len(backends) * len([w for w in ("tiny", "mnet") if w in workloads])
     with loopback() as remote_config:
         remote = (
@@ -187,6 +236,14 @@ def run(
         )
         progress.total += rounds * len(remote)
         _rounds(results, rounds, jobs, remote, iterations, config, remote_config, precision, wasmtime, progress)
+    # copies, measured (buffer identity and allocation tracing), once per backend and workload
+    copy_jobs += [("remote", w) for _, w in remote if w in COPY_WORKLOADS]
+    progress.total += len([j for j in copy_jobs if j[0] == "remote"])
+    for backend, workload in copy_jobs:
+        measured = run_once([sys.executable, "-m", "benchmarks.copies", backend, workload, "3"])
+        host = "remote" if backend == "remote" else "wasinn"
+        results.cell("onnx" if backend == "remote" else backend, workload, host).copies = json.loads(measured.stdout)
+        progress.step(f"{backend} {workload} copies")
     # a worker process against the host process, in one process each: per inference and the first load
     for backend in backends:
         for workload in [w for w in ("tiny", "mnet") if w in workloads]:
@@ -243,12 +300,7 @@ def _rounds(
             results.cell(backend, workload, "session").medians.append(float(session.stdout.split()[0]))
             progress.step(f"{backend} {workload} session")
             guest = run_once(wasinn_command(backend, workload, n, config))
-            cell = results.cell(backend, workload, "wasinn")
-            cell.medians.append(parse_loop(guest.stdout, "wasinn"))
-            stats = STATS.search(guest.stderr)
-            if stats:
-                moved = int(stats.group(2)) + int(stats.group(3))
-                cell.copies_per_byte = int(stats.group(4)) / moved if moved else None
+            results.cell(backend, workload, "wasinn").medians.append(parse_loop(guest.stdout, "wasinn"))
             progress.step(f"{backend} {workload} wasinn")
             isolated = run_once(wasinn_command(backend, workload, n, config, isolation="guest"))
             results.cell(backend, workload, "isolated").medians.append(parse_loop(isolated.stdout, "wasinn isolated"))

@@ -1,12 +1,15 @@
 """Soak runs: many load → compute → release cycles and many store lifetimes, watching RSS and open fds.
 
-python -m tests.soak --cycles 10000 --lifetimes 1000     # the full run (`make soak`)
+python -m tests.soak --cycles 10000 --lifetimes 1000 --json docs/results/soak.json   # the full run (`make soak`)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
 import gc
+import json
 import logging
 import os
 import sys
@@ -132,12 +135,28 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=10_000)
     parser.add_argument("--lifetimes", type=int, default=1_000)
     parser.add_argument("--backends", nargs="*", default=list(BACKENDS))
+    parser.add_argument("--json", type=Path, help="write the results here (docs/results/soak.json for the docs)")
     args = parser.parse_args()
-    logging.getLogger("wasinn").setLevel(logging.CRITICAL)  # the expected errno log lines would dominate
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("wasinn").setLevel(logging.ERROR)  # errors show; the run makes none on purpose
+    results = []
     for backend in args.backends:
         for result in (cycles(backend, args.cycles), lifetimes(backend, args.lifetimes)):
             print(result.line(), flush=True)
-    return 0
+            results.append(result)
+    if args.json:
+        from .fuzzing import machine
+
+        report = {
+            "command": " ".join(["python", "-m", "tests.soak", *sys.argv[1:]]),
+            "created": datetime.date.today().isoformat(),
+            "machine": machine(),
+            "results": [dataclasses.asdict(r) | {"seconds": round(r.seconds, 2)} for r in results],
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0 if all(r.rss_growth < 0.05 and r.fds_end <= r.fds_settled for r in results) else 1
 
 
 if __name__ == "__main__":

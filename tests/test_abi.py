@@ -322,6 +322,16 @@ def test_set_input_data_length_must_match_dims(guest, digits_onnx, digit_image, 
     assert guest.call("set_input", ctx, 0, guest.tensor([1, 63], F32, digit_image)) == INVALID_ARGUMENT
 
 
+def test_set_input_zero_dimension_beside_huge_ones_is_invalid_argument(guest, digits_onnx, caplog):
+    """Found by the fuzzer (seed 1, call 148,626): no bytes, but numpy has no array of that shape."""
+    ctx = ready_context(guest, digits_onnx)
+    tensor = guest.tensor([0, 0xFFFF_FFFF, 0xFFFF_FFFF], F32, b"", data_len=0)
+    with caplog.at_level(logging.WARNING, logger="wasinn"):
+        assert guest.call("set_input", ctx, 0, tensor) == INVALID_ARGUMENT
+    assert "cannot be represented" in caplog.text
+    assert guest.session.host.stats.internal_errors == 0
+
+
 @pytest.mark.parametrize("code", [6, 7, 200])
 def test_set_input_unknown_type_code(guest, digits_onnx, digit_image, code):
     ctx = ready_context(guest, digits_onnx)

@@ -6,6 +6,7 @@ import re
 import sys
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -225,5 +226,60 @@ def test_a_guest_hoarding_resources_traps_before_the_host_runs_out(affine_onnx, 
     with pytest.raises(wasmtime.WasmtimeError, match="5 live wasi:nn error resources: drop the ones"):
         instance.get_func(store, "case")(store)
     assert len(binding.errors) == 5
+    binding.session.close()
+    host.close()
+
+
+def _hoarding_case(name: str, body: str, versions: tuple[str, ...] = VERSIONS) -> Any:
+    from wasinn_conformance.components import ComponentCase
+
+    loop = f"(block $done (loop $more (br_if $done (i32.ge_u (local.get $i) (i32.const 10))) {body}"
+    loop += " (local.set $i (i32.add (local.get $i) (i32.const 1))) (br $more))) (i32.const 0)"
+    return ComponentCase(name, "", loop, versions=versions)
+
+
+def test_a_trapping_tensor_constructor_leaves_no_bytes_charged(affine_onnx, monkeypatch):
+    """The live-resource cap traps the 6th tensor: the bytes of the 5 live ones stay charged, no more."""
+    from wasinn_core import _wit
+
+    monkeypatch.setattr(_wit, "MAX_LIVE", 5)
+    host = _affine_host(affine_onnx)
+    model = reference_model("conformance", "onnx", "onnx", [p.read_bytes() for p in affine_onnx])
+    hoard = _hoarding_case("hoard_tensors", "(drop (call $input))")  # never drops the tensor
+    store, binding, instance = _instance(host, component_wat(VERSIONS[0], hoard, model))
+    with pytest.raises(wasmtime.WasmtimeError, match="5 live wasi:nn tensor resources: drop the ones"):
+        instance.get_func(store, "case")(store)
+    assert len(binding.tensors) == 5 and binding.session.held_bytes == 5 * 24
+    binding.session.close()
+    host.close()
+
+
+@pytest.mark.parametrize("cap", ["live resources", "host memory"])
+def test_outputs_count_against_the_live_resource_and_host_memory_caps(affine_onnx, monkeypatch, cap):
+    """A guest calling get-output in a loop without dropping gets too-large, never unbounded host memory."""
+    from wasinn_core import _wit
+
+    monkeypatch.setattr(_wit, "MAX_LIVE", 5 if cap == "live resources" else 1000)
+    host = _affine_host(affine_onnx, **({"max_host_memory_bytes": 3 * 24} if cap == "host memory" else {}))
+    model = reference_model("conformance", "onnx", "onnx", [p.read_bytes() for p in affine_onnx])
+    version = "0.2.0-rc-2024-08-19"  # get-output by name, as often as the guest likes
+    body = (
+        "(call $ctx_get_output (local.get $ctx) (i32.const OUT_NAME) (i32.const OUT_NAME_LEN) (i32.const RET))"
+        "(if (i32.load8_u (i32.const RET)) (then (return (i32.add (i32.const 100) (local.get $i)))))"
+    )
+    hoard = _hoarding_case("hoard_outputs", body, (version,))
+    setup = (
+        "(local.set $g (call $by_name (i32.const NAME) (i32.const NAME_LEN)))"
+        "(local.set $ctx (call $init (local.get $g)))"
+        "(local.set $out (call $infer (local.get $ctx) (call $input) (i32.const IN_NAME) (i32.const IN_NAME_LEN)))"
+    )
+    hoard = type(hoard)(hoard.name, "", setup + hoard.body, versions=(version,))
+    store, binding, instance = _instance(host, component_wat(version, hoard, model))
+    step = instance.get_func(store, "case")(store)
+    live = 5 if cap == "live resources" else 2  # host memory: the context's 24-byte input and 2 outputs
+    assert step == 100 + live - 1  # the first output, then live - 1 more, then too-large
+    (error,) = binding.errors.values()
+    assert error[0] == "too-large", error
+    assert len(binding.tensors) == live and binding.session.held_bytes == (live + 1) * 24
     binding.session.close()
     host.close()

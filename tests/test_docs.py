@@ -1,8 +1,10 @@
 """The docs cannot drift: every code block on the site runs, parses or is a verbatim copy of a source file.
 
 - ``sh`` blocks run with bash from a copy of the repository root (symlinks, so files they write land in a
-  temp dir, and ``/tmp/`` in them is rewritten to that dir). Lines starting with ``pip install`` or ``make``
-  are not run: ``make test`` has already installed everything and runs the targets itself.
+  temp dir, and ``/tmp/`` in them is rewritten to that dir). Lines starting with ``pip install`` or one of
+  the ``make`` targets in ``NOT_RUN`` are not run, each for the reason given there; a block left with
+  nothing but comments is skipped with those reasons, and one that had nothing to run in the first place
+  fails. The README's ``make demo`` output is compared with a real run of the target's recipe.
 - ``python`` blocks run in a subprocess, ``pycon`` blocks as doctests.
 - A ``text`` block right after a ``sh`` or ``python`` block is its output: every line of it (but ``…``)
   must appear in what the block printed, whitespace aside.
@@ -35,7 +37,20 @@ from .conftest import ROOT
 
 DOCS = ROOT / "docs"
 PAGES = sorted([ROOT / "README.md", *DOCS.rglob("*.md")])
-NOT_RUN = ("pip install", "make ")
+#: Lines that are not run, each with the true reason (a ``make`` target missing here fails the test).
+NOT_RUN = {
+    "pip install": "installs packages: `make test` installed every one of them into its venv before the tests ran",
+    "make demo": "its recipe is run, and its output compared with the README, by test_readme_demo_output_is_real",
+    "make test": "it is the command running this test",
+    "make fuzz": "a long run (minutes); the docs' figures are checked against its result file by tests/test_figures.py",
+    "make soak": "a long run (minutes); the docs' figures are checked against its result file by tests/test_figures.py",
+    "make figures": "reruns the conformance suite into docs/results/; tests/test_figures.py checks the result files",
+    "make bench": "a long run (minutes); tests/test_figures.py checks docs/performance.md against its result file",
+    "make docs": "it serves the site until interrupted; `make site` in `make test` builds it strictly",
+    "make bench-llm": "a long run (a minute); tests check the llama page against its result file",
+    "make llm-conformance": "starts an OpenAI-compatible server; tests check the llama page against its result file",
+    "make dist": "builds every wheel; tests/test_plugin_dx.py builds them and installs them into a fresh venv",
+}
 FILE_MARKER = re.compile(r"^(?:# file: (\S+)|/\* file: (\S+) \*/|<!-- file: (\S+) -->)\n")
 TUTORIAL = DOCS / "plugin-tutorial.md"
 TUTORIAL_PROJECT = "wasinn-onnxref/"  # the tutorial's folder: examples/plugin-template in the repository
@@ -140,11 +155,29 @@ def _env(tmp_path: Path) -> dict[str, str]:
     }
 
 
+def _not_run(line: str) -> str | None:
+    """Why ``line`` is not run, or ``None`` to run it; an unknown ``make`` target fails."""
+    stripped = line.lstrip()
+    for start, reason in NOT_RUN.items():
+        if stripped.startswith(start):
+            return f"`{start}`: {reason}"
+    assert not stripped.startswith("make "), f"no reason is known for not running {stripped!r}: add it to NOT_RUN"
+    return None
+
+
+def _runs_something(script: str) -> bool:
+    commands = [line for line in script.replace("\\\n", " ").splitlines() if line.strip()]
+    return any(not line.lstrip().startswith("#") for line in commands)
+
+
 @pytest.mark.parametrize("block", blocks("sh"))
 def test_shell_examples_run(block: Block, workdir: Path, tmp_path: Path) -> None:
-    script = "\n".join(line for line in block.body.splitlines() if not line.lstrip().startswith(NOT_RUN))
-    if not script.replace("\\\n", "").strip(" \n#"):
-        pytest.skip("only install/make lines, which `make test` itself runs")
+    lines = block.body.splitlines()
+    reasons = list(dict.fromkeys(r for r in map(_not_run, lines) if r))
+    script = "\n".join(line for line in lines if _not_run(line) is None)
+    if not _runs_something(script):
+        assert reasons, f"{block.id}: nothing but comments: make it a `text` block or give it a command"
+        pytest.skip("not run: " + "; ".join(reasons))
     script = script.replace("/tmp/", f"{tmp_path}/")
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
@@ -157,6 +190,32 @@ def test_shell_examples_run(block: Block, workdir: Path, tmp_path: Path) -> None
     printed = result.stdout + result.stderr
     assert result.returncode == 0, f"{block.id} failed:\n{printed[-4000:]}"
     assert_printed(block.output, printed)
+
+
+def test_comment_only_blocks_do_not_count_as_run():
+    assert not _runs_something("# make test runs this\n\n   # and this\n")
+    assert _runs_something("# set up\nwasinn plugins  # list them\n")
+    assert not _runs_something("\\\n#\n")
+
+
+def test_readme_demo_output_is_real(tmp_path: Path) -> None:
+    """The output the README shows for `make demo` is what the target's recipe prints (its install lines aside)."""
+    readme = [b for b in BLOCKS if b.page.name == "README.md"]
+    (shown,) = [b for b in readme if b.lang == "text" and "accuracy:" in b.body]
+    recipe = subprocess.run(
+        ["make", "-n", "--no-print-directory", "demo"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    (command,) = [line for line in recipe if "wasinn run" in line]
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", command],
+        cwd=ROOT,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_printed(shown.body, result.stdout)
 
 
 @pytest.mark.parametrize("block", blocks("python"))

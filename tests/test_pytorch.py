@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is installed by `make test`")
 
 from wasinn_core import (  # noqa: E402
+    BackendError,
     Config,
     ExecutionTarget,
     GraphEncoding,
@@ -412,3 +416,64 @@ def test_no_leak_over_1000_load_compute_unload_cycles(plugins, digits_pt, digit_
     print(f"RSS {settled / 1e6:.1f} MB after 50 cycles, growth to 1000: {growth:+.2%}")
     assert growth < 0.10, f"RSS grew {growth:.1%} from cycle 50 to 1000"
     assert guest.session.live_graphs == 0 and guest.session.live_contexts == 0
+
+
+# -- what a review found ------------------------------------------------------------------------------------
+
+
+class _FailsInside(torch.nn.Module):
+    """A model whose forward fails for a reason of its own, whatever the input: it indexes past a table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("table", torch.zeros(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.table[5]
+
+
+class _Raises(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.sum() > -1.0):
+            raise RuntimeError("lookup table not initialised")
+        return x
+
+
+def test_a_models_own_failure_is_a_runtime_error_not_the_guests_input(session):
+    """Only torch's shape, rank and dtype errors are the input's fault (invalid_argument); the rest is runtime_error."""
+    for module, message in [(_FailsInside(), "index 5 out of range"), (_Raises(), "lookup table not initialised")]:
+        buffer = io.BytesIO()
+        torch.jit.save(torch.jit.script(module), buffer)
+        graph = load(session, buffer.getvalue())
+        with pytest.raises(BackendError, match=f"the model failed: .*{message}") as info:
+            run(session, graph, np.zeros((1, 3), np.float32))
+        assert not isinstance(info.value, InvalidArgument)
+    wrong_shape = load(session, models.scripted_bytes(models.linear64(), torch.zeros(1, 64)))
+    with pytest.raises(InvalidArgument, match=r"the model rejected its inputs: .*(shape|mat1)"):
+        run(session, wrong_shape, np.zeros((1, 32), np.float32))
+
+
+def test_num_threads_is_set_once_for_the_process_and_a_conflict_is_refused(tmp_path):
+    """torch.set_num_threads is process-wide: a later load may not change it under an earlier model."""
+    script = f"""
+import torch
+from wasinn_core import Config, Host, UnsupportedOperation
+def model(name, threads):
+    return {{"name": name, "encoding": "pytorch", "path": {str(DIGITS_MODEL / "digits.pt")!r},
+             "options": {{"num_threads": threads}}}}
+host = Host(Config.from_dict({{"models": [model("a", 1), model("b", 2), model("c", 0), model("d", 1)]}}))
+default = torch.get_num_threads()
+host.named_graph("a")
+assert torch.get_num_threads() == 1, torch.get_num_threads()
+try:
+    host.named_graph("b")
+except UnsupportedOperation as exc:
+    assert "process-wide and an earlier load set it to 1" in exc.message, exc.message
+else:
+    raise SystemExit(f"b loaded and torch now runs {{torch.get_num_threads()}} threads")
+host.named_graph("c"), host.named_graph("d")
+assert torch.get_num_threads() == 1
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stdout + result.stderr

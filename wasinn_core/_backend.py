@@ -104,15 +104,19 @@ KNOWN_FEATURES = frozenset(
 class Capabilities:
     """What a backend supports, for the conformance suite and for users.
 
-    :param dtypes: tensor types it accepts and returns.
+    :param dtypes: tensor types it computes at their full precision (a type it accepts but computes in
+        a narrower one, such as f64 in f32, is left out).
     :param features: names from :data:`KNOWN_FEATURES`; any other name fails the plugin, with the
         known ones in the message (a typo would otherwise skip the cases silently).
+    :param notes: why a tensor type or feature is left out, by its name (``{"f64": "computed in f32"}``):
+        the conformance suite skips the cases that need it with this reason.
 
     .. versionadded:: 1.1
     """
 
     dtypes: frozenset[TensorType] = frozenset({TensorType.F32})
     features: frozenset[str] = frozenset()
+    notes: Mapping[str, str] = field(default_factory=dict)
 
 
 @final

@@ -76,8 +76,9 @@ class Host:
     :param plugins: a plugin manager (default: load installed plugins, honouring
         the ``WASINN_*`` environment variables).
 
-    Named models are loaded once per host and shared by every instance that
-    asks for them.
+    Named models are loaded once per host, with their configured options, and
+    shared by every instance that asks for them; a guest's option overrides
+    (``load_by_name_with_config``) get a build of their own, owned by its instance.
     """
 
     def __init__(self, config: Config | None = None, *, plugins: PluginManager | None = None) -> None:
@@ -87,8 +88,8 @@ class Host:
         self._generation = self.plugins.generation
         #: computes and tensor bytes in and out of every instance of this host
         self.stats = HostStats()
-        self._named: dict[tuple[str, str], LoadedGraph] = {}
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._named: dict[str, LoadedGraph] = {}  # the shared build of each named model, by name
+        self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     @property
@@ -106,31 +107,52 @@ class Host:
 
     # -- named models ----------------------------------------------------------
 
-    def named_graph(self, name: str, guest_options: Mapping[str, Any] | None = None) -> LoadedGraph:
-        """The shared graph of a named model, loading it on first use."""
-        model = self.config.model(name)
-        if model is None:
-            known = ", ".join(repr(m.name) for m in self.config.models) or "none configured"
-            raise NotFound(f"no model named {name!r} (known: {known})")
+    def named_graph(self, name: str) -> LoadedGraph:
+        """The shared graph of a named model, with its configured options, loaded on first use."""
+        return self._shared(self._model(name), None)
+
+    def guest_build_options(self, name: str, guest_options: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The options of a private build of ``name`` when ``guest_options`` change its own, else ``None``.
+
+        Raises :class:`InvalidArgument` for a key that is not in the model's ``guest_options``.
+        """
+        model = self._model(name)
         options = dict(model.options)
         for key, value in (guest_options or {}).items():
             if key not in model.guest_options:
                 allowed = ", ".join(model.guest_options) or "none"
                 raise InvalidArgument(f"model {name!r}: the guest may not set option {key!r}; allowed: {allowed}")
             options[key] = value
-        cache_key = (name, repr(sorted(options.items())))
+        return options if options != dict(model.options) else None
+
+    def build_named(self, name: str, options: Mapping[str, Any]) -> LoadedGraph:
+        """A new build of named model ``name`` with ``options`` (see :meth:`guest_build_options`).
+
+        Owned by the caller, never cached: one build per distinct guest option set would otherwise stay
+        for the life of the host, outside every per-instance limit.
+        """
+        model = self._model(name)
+        try:
+            return self._load_model(model, options)
+        except ConfigError as exc:
+            raise InvalidArgument(f"model {name!r}: bad option from the guest: {exc}") from exc
+
+    def _model(self, name: str) -> ModelConfig:
+        model = self.config.model(name)
+        if model is None:
+            known = ", ".join(repr(m.name) for m in self.config.models) or "none configured"
+            raise NotFound(f"no model named {name!r} (known: {known})")
+        return model
+
+    def _shared(self, model: ModelConfig, progress: bool | None) -> LoadedGraph:
+        """The one shared build of ``model`` with its configured options; concurrent first loads collapse."""
         with self._lock:
-            lock = self._locks.setdefault(cache_key, threading.Lock())
-        with lock:  # concurrent first loads of one model collapse into one
-            loaded = self._named.get(cache_key)
+            lock = self._locks.setdefault(model.name, threading.Lock())
+        with lock:
+            loaded = self._named.get(model.name)
             if loaded is None:
-                try:
-                    loaded = self._load_model(model, options)
-                except ConfigError as exc:
-                    if not guest_options:
-                        raise
-                    raise InvalidArgument(f"model {name!r}: bad option from the guest: {exc}") from exc
-                self._named[cache_key] = loaded
+                loaded = self._load_model(model, model.options, progress)
+                self._named[model.name] = loaded
         return loaded
 
     def named_graph_with_metadata(self, name: str, metadata: bytes | None = None) -> LoadedGraph:
@@ -195,9 +217,7 @@ class Host:
             model = self.config.model(name)
             if model is None:
                 raise ConfigError(self.config.source, name, "no such named model")
-            cache_key = (name, repr(sorted(model.options.items())))
-            if cache_key not in self._named:
-                self._named[cache_key] = self._load_model(model, model.options, progress)
+            self._shared(model, progress)
 
     # -- instances ---------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._backend import ExecutionContext, TensorKey
@@ -61,6 +62,7 @@ class _ContextEntry:
     graph: _GraphEntry
     lock: threading.Lock = field(default_factory=threading.Lock)
     inputs: dict[TensorKey, int] = field(default_factory=dict)  # input bytes held, per key
+    closed: bool = False  # set with `lock` held: a call that took the lock after finalize sees it
 
 
 def _refuse_external_data(builders: Sequence[memoryview]) -> None:
@@ -76,6 +78,13 @@ def _refuse_external_data(builders: Sequence[memoryview]) -> None:
                 f"the ONNX model references external data ({shown}); a guest may not make the host read files: "
                 "embed the weights in the model, or configure it as a named model"
             )
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0  # the load reports it
 
 
 @contextmanager
@@ -121,11 +130,19 @@ class Session:
             raise InvalidArgument(f"invalid execution context handle {handle} ({state})")
         return entry
 
-    @contextmanager
-    def _using(self, handle: int) -> Iterator[_ContextEntry]:
+    def _acquire(self, handle: int) -> _ContextEntry:
+        """The context ``handle`` with its lock taken: ``busy`` while another call holds it."""
         entry = self._context(handle)
         if not entry.lock.acquire(blocking=False):
             raise Busy(f"execution context {handle} is in use by another call")
+        if entry.closed:  # finalized between the lookup and the lock
+            entry.lock.release()
+            raise InvalidArgument(f"invalid execution context handle {handle} (released)")
+        return entry
+
+    @contextmanager
+    def _using(self, handle: int) -> Iterator[_ContextEntry]:
+        entry = self._acquire(handle)
         try:
             with _library_errors():
                 yield entry
@@ -169,6 +186,10 @@ class Session:
     def _add_graph(self, loaded: LoadedGraph, shared: bool, held: int, name: str | None = None) -> int:
         byte_inputs = bool(getattr(loaded.graph, "byte_inputs", False))
         with self._lock:
+            if self._closed:  # closed while the graph loaded: nobody can use it
+                if not shared:
+                    loaded.graph.close()
+                raise InvalidArgument("this wasi-nn session is closed")
             handle = self._next_graph
             self._next_graph += 1
             self._graphs[handle] = _GraphEntry(loaded, shared, held, byte_inputs, name)
@@ -203,17 +224,24 @@ class Session:
         """Load a named model (shared by every instance of the host); returns its handle.
 
         ``config`` is the JSON of ``load_by_name_with_config``: an object whose
-        keys must be among the model's ``guest_options``. A GGML model follows
-        WasmEdge instead (:mod:`wasinn_core._wasmedge`): the config is backend
-        metadata, and the name keeps one handle until it is unloaded.
+        keys must be among the model's ``guest_options``. Overrides that change
+        the model's options load a build of its own for this instance, charged
+        to ``max_host_memory_bytes`` with the size of the model's files and
+        released on ``unload``. A GGML model follows WasmEdge instead
+        (:mod:`wasinn_core._wasmedge`): the config is backend metadata, and the
+        name keeps one handle until it is unloaded.
         """
         model = self.host.config.model(name)
         if model is not None and wasmedge_named(model):
             return self._load_wasmedge(name, config)
-        options = self._guest_options(name, config)
-        with self._graph_slot(0):
-            loaded = self.host.named_graph(name, options)
-            return self._add_graph(loaded, shared=True, held=0)
+        options = self.host.guest_build_options(name, self._guest_options(name, config))
+        if options is None:
+            with self._graph_slot(0):
+                return self._add_graph(self.host.named_graph(name), shared=True, held=0)
+        # the guest's overrides need a build of their own: the instance owns it, charged like a load
+        held = sum(_file_size(p) for p in model.paths) if model is not None else 0
+        with self._graph_slot(held):
+            return self._add_graph(self.host.build_named(name, options), shared=False, held=held)
 
     def _load_wasmedge(self, name: str, config: bytes | None) -> int:
         with self._lock:
@@ -254,7 +282,8 @@ class Session:
             self._held -= entry.held
             entry.closed = True
         if not entry.shared:
-            entry.loaded.graph.close()
+            with _library_errors():
+                entry.loaded.graph.close()
 
     def graph_info(self, graph: int) -> GraphInfo:
         """Encoding, requested and actual target, backend and device of a graph."""
@@ -274,26 +303,48 @@ class Session:
                 raise Busy("execution context handle space exhausted")
             entry.contexts += 1  # keeps the graph alive while its context is made
         try:
-            context = entry.loaded.graph.init_execution_context()
+            with _library_errors():
+                context = entry.loaded.graph.init_execution_context()
         except BaseException:
             with self._lock:
                 entry.contexts -= 1
             raise
         with self._lock:
-            handle = self._next_context
-            self._next_context += 1
-            self._contexts[handle] = _ContextEntry(context, entry)
-            return handle
+            if not self._closed:
+                handle = self._next_context
+                self._next_context += 1
+                self._contexts[handle] = _ContextEntry(context, entry)
+                return handle
+            entry.contexts -= 1  # the session closed while the context was made: nobody can use it
+        with _library_errors():
+            context.close()
+        self._close_quietly(entry)
+        raise InvalidArgument("this wasi-nn session is closed")
 
     def finalize_execution_context(self, ctx: int) -> None:
         """Release a context and everything it holds."""
-        with self._using(ctx) as entry, self._lock:
-            del self._contexts[ctx]
-            self._held -= sum(entry.inputs.values())
-        entry.context.close()
-        with self._lock:
-            entry.graph.contexts -= 1
+        entry = self._acquire(ctx)
+        try:
+            self._release_context(ctx, entry)
+        finally:
+            entry.lock.release()
         self._maybe_close_graph(entry.graph)
+
+    def _release_context(self, handle: int, entry: _ContextEntry) -> None:
+        """Close a context; call with ``entry.lock`` held, so no call runs on it meanwhile or after."""
+        with self._lock:
+            if entry.closed:
+                return
+            entry.closed = True
+            self._contexts.pop(handle, None)
+            self._held -= sum(entry.inputs.values())
+            entry.inputs.clear()
+        try:
+            with _library_errors():
+                entry.context.close()
+        finally:
+            with self._lock:
+                entry.graph.contexts -= 1
 
     def set_input(self, ctx: int, key: TensorKey, tensor: Tensor) -> None:
         """Set an input; ``tensor.data`` may be a borrowed view (see :class:`ExecutionContext`)."""
@@ -305,9 +356,7 @@ class Session:
             )
         self._check_tensor_size(expected, "input")
         # The hot path of every inference: no context managers, the session lock only when sizes change.
-        entry = self._context(ctx)
-        if not entry.lock.acquire(blocking=False):
-            raise Busy(f"execution context {ctx} is in use by another call")
+        entry = self._acquire(ctx)
         try:
             self._check_graph_loaded(ctx, entry)
             delta = expected - entry.inputs.get(key, 0)
@@ -370,9 +419,7 @@ class Session:
 
     def compute(self, ctx: int) -> None:
         """Run inference on a context."""
-        entry = self._context(ctx)
-        if not entry.lock.acquire(blocking=False):
-            raise Busy(f"execution context {ctx} is in use by another call")
+        entry = self._acquire(ctx)
         try:
             self._check_graph_loaded(ctx, entry)
             entry.context.compute()
@@ -389,9 +436,7 @@ class Session:
 
         Its data is valid until the next ``compute`` on the context (backends may reuse buffers).
         """
-        entry = self._context(ctx)
-        if not entry.lock.acquire(blocking=False):
-            raise Busy(f"execution context {ctx} is in use by another call")
+        entry = self._acquire(ctx)
         try:
             tensor = entry.context.get_output(key)
         except WasiNNError:
@@ -475,18 +520,25 @@ class Session:
             if self._closed:
                 return
             self._closed = True
-            contexts, self._contexts = list(self._contexts.values()), {}
+            contexts = list(self._contexts.items())
             graphs, self._graphs = list(self._graphs.values()), {}
-        for entry in contexts:
-            entry.context.close()
-            with self._lock:
-                self._held -= sum(entry.inputs.values())
-                entry.graph.contexts -= 1
-            self._maybe_close_graph(entry.graph)
+        for handle, entry in contexts:
+            with entry.lock:  # a call in flight on the context finishes first
+                try:
+                    self._release_context(handle, entry)
+                except WasiNNError as exc:  # closing is best effort: the rest is still released
+                    log.warning("closing execution context %d: %s", handle, exc.message)
+            self._close_quietly(entry.graph)
         for graph in graphs:
             graph.unloaded = True
-            self._maybe_close_graph(graph)
+            self._close_quietly(graph)
         self.host.registry.isolator.release(self)
+
+    def _close_quietly(self, graph: _GraphEntry) -> None:
+        try:
+            self._maybe_close_graph(graph)
+        except WasiNNError as exc:
+            log.warning("closing a graph: %s", exc.message)
 
     def describe(self) -> Mapping[str, int]:
         """Counts for diagnostics: live graphs and contexts, handles issued, host bytes held."""

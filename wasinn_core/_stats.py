@@ -40,11 +40,15 @@ def record_copy(nbytes: int) -> None:
 
 @dataclass
 class HostStats:
-    """What a host's instances did: computes, and tensor bytes in (``set_input``) and out (``get_output``)."""
+    """What a host's instances did: computes, tensor bytes in (``set_input``) and out (``get_output``), and
+    internal errors."""
 
     computes: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    #: exceptions other than :class:`~wasinn_core.WasiNNError` that reached a host function (each became
+    #: ``runtime_error`` and an error log line with its traceback): each one is a bug in wasinn or a plugin
+    internal_errors: int = 0
 
     def describe(self) -> str:
         """One line for ``wasinn run --stats``: computes, bytes moved, bytes copied and copies per byte."""

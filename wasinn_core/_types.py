@@ -155,7 +155,10 @@ class Tensor:
             dtype = type.numpy_dtype
         except ImportError:
             raise InvalidArgument(f"{type.value} tensors need the ml_dtypes package on the host") from None
-        return cls(dimensions, type, buffer.view(dtype).reshape(dimensions))
+        try:
+            return cls(dimensions, type, buffer.view(dtype).reshape(dimensions))
+        except ValueError as exc:  # a zero dimension beside huge ones: no bytes, but no array either
+            raise InvalidArgument(f"dimensions {list(dimensions)} cannot be represented: {exc}") from None
 
     @classmethod
     def from_guest(cls, dimensions: tuple[int, ...], type: TensorType, buffer: npt.NDArray[Any]) -> Tensor:

@@ -29,7 +29,7 @@ from wasmtime import WasmtimeError, component
 from wasmtime import _ffi as ffi
 
 from . import _cvals as cv
-from ._errors import ErrorCode, WasiNNError
+from ._errors import ErrorCode, TooLarge, WasiNNError
 from ._session import Session
 from ._stats import record_copy
 from ._types import ExecutionTarget, GraphEncoding, Tensor, TensorType
@@ -165,11 +165,14 @@ class WitBinding:
 
     def _fail(self, context: Any, result: Any, ids: dict[str, int], call: str, exc: BaseException) -> None:
         """``result::err`` with a new error resource, and a log line naming the call."""
+        if isinstance(exc, cv.Trap):
+            raise exc
         if isinstance(exc, WasiNNError):
             code, message = WIT_ERROR_CODES[exc.code], exc.message
-        else:  # a library error never traps the guest
+        else:  # a bug (the session maps library errors): never a trap, always loud
             code, message = "runtime-error", f"{type(exc).__name__}: {exc}"
-            log.debug("%s", "".join(traceback.format_exception(exc)))
+            self.session.host.stats.internal_errors += 1
+            log.error("internal error in %s: %s", call, "".join(traceback.format_exception(exc)))
         level = logging.INFO if code == "not-found" else logging.WARNING
         log.log(level, "%s: %s: %s", call, code, message)
         self._room(self.errors, "error")
@@ -199,11 +202,11 @@ class WitBinding:
         ttype = WIT_TENSOR_TYPES[cv.take_enum(args[1])]
         data = cv.take_bytes(args[2])
         record_copy(data.nbytes)
+        self._room(self.tensors, "tensor")  # before charging: a trap here leaves nothing held
         try:  # a constructor cannot return an error: over the limits, the guest traps
             self.session.hold_tensor(data.nbytes, "a")
         except WasiNNError as exc:
             raise cv.Trap(f"wasinn: wasi:nn tensor constructor: {exc.code.value}: {exc.message}") from None
-        self._room(self.tensors, "tensor")
         rep = next(self._reps)
         self.tensors[rep] = _HostTensor(dimensions, ttype, data)
         cv.put_own(context, results[0], rep, type_id)
@@ -234,11 +237,25 @@ class WitBinding:
         return tensor
 
     def _output(self, ctx: int, name: str) -> int:
-        """A new tensor table entry holding a copy of an output (it outlives the next compute)."""
+        """A new tensor table entry holding a copy of an output (it outlives the next compute).
+
+        Counted like the guest's own tensors: against :data:`MAX_LIVE` and the instance's host memory
+        (an error result, since ``get-output`` and ``compute`` return one), charged before the copy.
+        """
         tensor = self.session.get_output(ctx, name)
-        data = np.ascontiguousarray(tensor.data).reshape(-1).view(np.uint8).copy()
-        record_copy(data.nbytes)
-        self.session.hold_tensor(data.nbytes, "an output")
+        if len(self.tensors) >= MAX_LIVE:
+            raise TooLarge(
+                f"{len(self.tensors)} live wasi:nn tensor resources (at most {MAX_LIVE}): "
+                "drop the outputs you no longer use"
+            )
+        nbytes = tensor.data.nbytes
+        self.session.hold_tensor(nbytes, "an output")
+        try:  # one copy, in C order and little-endian whatever the backend's layout
+            data = np.array(tensor.data, dtype=tensor.type.numpy_dtype, order="C").reshape(-1).view(np.uint8)
+        except BaseException:
+            self.session.release_tensor(nbytes)
+            raise
+        record_copy(nbytes)
         rep = next(self._reps)
         self.tensors[rep] = _HostTensor(tensor.dimensions, tensor.type, data)
         return rep

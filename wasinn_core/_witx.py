@@ -134,9 +134,10 @@ class WitxBinding:
             except WasiNNError as exc:
                 self._log(name, params, args, exc.code, exc.message)
                 return WITX_ERRNO[exc.code]
-            except Exception as exc:  # a library error must never trap the guest
+            except Exception as exc:  # a bug (the session maps library errors): never a trap, always loud
+                self.session.host.stats.internal_errors += 1
                 self._log(name, params, args, ErrorCode.RUNTIME_ERROR, f"{type(exc).__name__}: {exc}")
-                log.debug("%s", "".join(traceback.format_exception(exc)))
+                log.error("internal error in %s: %s", name, "".join(traceback.format_exception(exc)))
                 return WITX_ERRNO[ErrorCode.RUNTIME_ERROR]
 
         host.__name__ = name
@@ -270,9 +271,11 @@ class WitxBinding:
         _U32.pack_into(view.data, written, nbytes)
         if nbytes > out_max:
             raise TooLarge(f"output is {nbytes} bytes but the buffer holds {out_max}", required=nbytes)
-        if not data.flags.c_contiguous or data.dtype.byteorder == ">":
-            data = np.ascontiguousarray(data, dtype=tensor.type.numpy_dtype)
-        view[out_ptr : out_ptr + nbytes] = data.reshape(-1).view(np.uint8)  # the one copy out
+        if data.flags.c_contiguous and data.dtype.byteorder != ">":
+            view[out_ptr : out_ptr + nbytes] = data.reshape(-1).view(np.uint8)  # the one copy out
+        else:  # strided or big-endian: still one copy, converted on the way into guest memory
+            target = view[out_ptr : out_ptr + nbytes].view(tensor.type.numpy_dtype).reshape(data.shape)
+            np.copyto(target, data, casting="unsafe")
         record_copy(nbytes)
         self.session.host.stats.bytes_out += nbytes
 

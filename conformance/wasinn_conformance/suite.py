@@ -171,15 +171,18 @@ class Suite:
         formats = {f for f in spec.capabilities.features if ":" in f}
         if formats and f"{case.encoding}:{case.format}" not in formats:
             return f"{spec.name} declares the model formats {', '.join(sorted(formats))} only"
+        notes = spec.capabilities.notes
         if case.layer == "operators":
             undeclared = self.operator_layer.missing(case, spec)
             if undeclared is not None:
                 return undeclared
         elif TensorType(case.dtype) not in spec.capabilities.dtypes:
-            return f"{spec.name} does not declare tensor type {case.dtype}"
+            why = notes.get(case.dtype)
+            return f"{spec.name} does not declare tensor type {case.dtype}" + (f": {why}" if why else "")
         lacking = [f for f in case.requires if f not in spec.capabilities.features]
         if lacking:
-            return f"{spec.name} does not declare {', '.join(lacking)}"
+            whys = [f"{f}: {notes[f]}" for f in lacking if f in notes]
+            return f"{spec.name} does not declare {', '.join(lacking)}" + (f" ({'; '.join(whys)})" if whys else "")
         return None
 
     def _missing_llm(self, case: Case) -> str | None:

@@ -102,7 +102,8 @@ def backend_spec() -> BackendSpec:
         options=OPTIONS,
         builders={GraphEncoding.ONNX: 1},
         capabilities=Capabilities(
-            dtypes=frozenset(TensorType) - {TensorType.BF16},  # ONNX Runtime's CPU kernels lack bf16 arithmetic
+            dtypes=frozenset(TensorType) - {TensorType.BF16},
+            notes={"bf16": "ONNX Runtime's CPU kernels have no bf16 arithmetic (Add, Mul, MatMul)"},
             features=frozenset({"named_io", "multi_output", "dynamic_batch", "shape_checks", "type_checks"}),
         ),
         description="ONNX Runtime: cpu → CPUExecutionProvider, gpu → CUDA (or configured providers)",

@@ -267,7 +267,7 @@ class OpenVINOContext(ExecutionContext):
             missing = [io.name for io, done in zip(self._graph.inputs, self._set, strict=True) if not done]
             raise InvalidArgument(f"inputs not set: {', '.join(missing)}")
         self._computed = False
-        self._request.infer()
+        self._request.infer(share_outputs=True)  # by default the wrapper copies every output into a new array
         self._computed = True
 
     def get_output(self, key: TensorKey) -> Tensor:

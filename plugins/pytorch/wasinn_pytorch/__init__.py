@@ -35,7 +35,11 @@ OPTIONS = (
         choices=("auto", "cuda", "mps"),
     ),
     OptionSpec(
-        "num_threads", int, 0, "torch.set_num_threads at load (process-wide; 0 keeps torch's default)", guest=False
+        "num_threads",
+        int,
+        0,
+        "torch.set_num_threads, once per process by the first load asking (0 keeps torch's default)",
+        guest=False,
     ),
     OptionSpec(
         "screen_operators",

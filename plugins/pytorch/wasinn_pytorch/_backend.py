@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+import threading
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -179,8 +181,11 @@ class TorchContext(ExecutionContext):
                 result = graph.module(*args)
         except torch.cuda.OutOfMemoryError as exc:
             raise TooLarge(f"{graph.device} ran out of memory: {exc}") from exc
-        except (RuntimeError, TypeError, ValueError, IndexError, AssertionError) as exc:
-            raise InvalidArgument(f"the model rejected its inputs: {_library_message(exc)}") from exc
+        except (RuntimeError, TypeError, ValueError, IndexError, AssertionError, torch.jit.Error) as exc:
+            message = _library_message(exc)
+            if isinstance(exc, TypeError) or _INPUT_MISMATCH.search(message):
+                raise InvalidArgument(f"the model rejected its inputs: {message}") from exc
+            raise BackendError(f"the model failed: {message}") from exc
         outputs: list[torch.Tensor] = []
         names: list[str] = []
         _flatten(result, "", outputs, names)
@@ -219,6 +224,15 @@ class TorchContext(ExecutionContext):
         self._outputs, self._host = None, {}
 
 
+#: torch's words for inputs a model cannot take (a wrong shape, rank or dtype); any other error from a
+#: forward is the model's or the library's own failure (``runtime_error``), not the guest's input.
+_INPUT_MISMATCH = re.compile(
+    r"shapes? |must have the same dtype|must match the size|cannot be multiplied|sizes of tensors must match|"
+    r"expected .*input|input type|invalid for input of size|scalar type|dimension out of range|channels",
+    re.IGNORECASE,
+)
+
+
 def _library_message(exc: BaseException) -> str:
     """The useful line of a torch error: TorchScript puts the real cause last, after its traceback."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -243,6 +257,25 @@ def _flatten(value: Any, prefix: str, out: list[torch.Tensor], names: list[str])
 
 
 class TorchBackend(Backend):
+    def __init__(self) -> None:
+        self._threads = 0  # the intra-op thread count a load set for the process (0: torch's default)
+        self._threads_lock = threading.Lock()
+
+    def _use_threads(self, wanted: int) -> None:
+        """``torch.set_num_threads`` is process-wide: the first load asking sets it, a different count is refused."""
+        if wanted <= 0:
+            return
+        with self._threads_lock:
+            if self._threads == 0:
+                torch.set_num_threads(wanted)
+                self._threads = wanted
+                log.info("torch: %d intra-op threads for the whole process (num_threads)", wanted)
+            elif wanted != self._threads:
+                raise UnsupportedOperation(
+                    f"num_threads = {wanted}: torch's thread count is process-wide and an earlier load set it to "
+                    f"{self._threads}; give every PyTorch model the same num_threads (in [backends.pytorch])"
+                )
+
     def warm_up(self) -> None:
         """Import the ExportedProgram reader (seconds of torch._export, sympy and fx) on a tiny program."""
 
@@ -269,8 +302,7 @@ class TorchBackend(Backend):
         if not chosen.available:
             raise UnsupportedOperation(chosen.reason)
         device = torch.device(chosen.device)
-        if options["num_threads"] > 0:
-            torch.set_num_threads(options["num_threads"])
+        self._use_threads(options["num_threads"])
         data = builders[0]
         fmt = sniff_format(data)
         if options["format"] != "auto":

@@ -161,6 +161,7 @@ def backend_spec() -> BackendSpec:
             features=frozenset(
                 {"named_io", "multi_output", "dynamic_batch", "shape_checks", "type_checks", "onnx:onnx"}
             ),
+            notes={"bf16": "tritonclient converts no bf16 numpy arrays, and servers running ONNX Runtime compute none"},
         ),
         description="models on an Open Inference Protocol server (Triton, KServe, MLServer, OpenVINO Model Server), "
         "and ggml models on an OpenAI-compatible one (vLLM, llama.cpp's server)",

@@ -35,6 +35,7 @@ from wasinn_core import (
     UnsupportedOperation,
     match_ports,
     onnx_signature,
+    record_copy,
 )
 
 from ._client import V2_TYPES, WASI_TYPES, Endpoint, ModelMeta, Server, TensorMeta
@@ -344,7 +345,8 @@ class RemoteContext(ExecutionContext):
         ):
             shape = "x".join("?" if s < 0 else str(s) for s in meta.shape)
             raise InvalidArgument(f"input {meta.name!r} expects shape {shape}, got {'x'.join(map(str, dims))}")
-        self._inputs[index] = np.array(tensor.data, copy=True)  # the view is borrowed
+        self._inputs[index] = np.array(tensor.data, copy=True)  # the view is borrowed: the one copy in
+        record_copy(tensor.data.nbytes)
         self._outputs = None
 
     def compute(self) -> None:

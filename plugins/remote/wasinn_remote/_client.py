@@ -1,11 +1,14 @@
 """One Open Inference Protocol (KServe v2) server, reached with tritonclient over REST or gRPC.
 
 Every call has a deadline; idempotent calls (health, metadata, inference, repository load and unload)
-are retried with exponential backoff when the server cannot be reached or sheds load. Server errors
-become wasinn errors that keep the server's message: ``NotFound`` for an unknown model,
-``InvalidArgument`` for a request it rejects, ``Busy`` when it sheds load (HTTP 429/503, gRPC
-UNAVAILABLE/RESOURCE_EXHAUSTED), ``BackendError`` otherwise. Headers (credentials) never appear in
-messages or logs.
+are retried with exponential backoff when the server cannot be reached, drops the connection during the
+call, or sheds load. Server errors become wasinn errors that keep the server's message: ``NotFound`` for
+an unknown model, ``InvalidArgument`` for a request it rejects, ``Busy`` when it sheds load (HTTP
+429/503, gRPC RESOURCE_EXHAUSTED, or UNAVAILABLE that is not a lost connection), ``BackendError``
+otherwise. Headers (credentials) never appear in messages or logs.
+
+Outputs are decoded from every form the protocol allows: binary (REST's binary-data extension, gRPC's
+``raw_output_contents``), JSON ``data`` (REST) and the typed ``*_contents`` fields (gRPC).
 """
 
 from __future__ import annotations
@@ -42,6 +45,24 @@ _NOT_FOUND = ("404", "StatusCode.NOT_FOUND")
 _REJECTED = ("400", "StatusCode.INVALID_ARGUMENT")
 _SHEDDING = ("429", "503", "StatusCode.UNAVAILABLE", "StatusCode.RESOURCE_EXHAUSTED")
 _DEADLINE = ("504", "StatusCode.DEADLINE_EXCEEDED")
+#: gRPC UNAVAILABLE is also how a lost connection ends a call: these words in its message say which
+_CONNECTION_LOST = ("socket closed", "connection reset", "broken pipe", "failed to connect", "connection refused")
+_CONNECTION_LOST += ("recvmsg", "end of tcp stream", "goaway", "connection closed")
+#: gRPC's typed contents field and numpy type for each datatype that has one (FP16 and BF16 have none)
+_TYPED_CONTENTS = {
+    "BOOL": ("bool_contents", np.bool_),
+    "INT8": ("int_contents", np.int8),
+    "INT16": ("int_contents", np.int16),
+    "INT32": ("int_contents", np.int32),
+    "INT64": ("int64_contents", np.int64),
+    "UINT8": ("uint_contents", np.uint8),
+    "UINT16": ("uint_contents", np.uint16),
+    "UINT32": ("uint_contents", np.uint32),
+    "UINT64": ("uint64_contents", np.uint64),
+    "FP32": ("fp32_contents", np.float32),
+    "FP64": ("fp64_contents", np.float64),
+}
+_RAW_TYPES: dict[str, Any] = {name: dtype for name, (_, dtype) in _TYPED_CONTENTS.items()} | {"FP16": np.float16}
 
 T = TypeVar("T")
 
@@ -212,9 +233,16 @@ class Server:
                 requests.append(item)
             wanted = [client_module.InferRequestedOutput(name) for name in outputs]
             result = self._client().infer(model, requests, model_version=version, outputs=wanted, **self._kwargs())
-            return {name: result.as_numpy(name) for name in outputs}
+            return {name: self.decode(result, name, f"model {model!r}: infer") for name in outputs}
 
         return self._call(f"model {model!r}: infer", call)
+
+    def decode(self, result: Any, name: str, what: str) -> np.ndarray:
+        """Output ``name`` of an inference answer, in whichever form the server sent it."""
+        where = f"remote {self.endpoint.url}: {what}: output {name!r}"
+        if self.endpoint.protocol == "grpc":
+            return _decode_grpc(result.get_response(), name, where)
+        return _decode_rest(result, name, where)
 
     def load_model(self, model: str) -> None:
         self._call(f"model {model!r}: repository load", lambda: self._client().load_model(model, **self._kwargs()))
@@ -249,6 +277,8 @@ class Server:
                 return NotFound(f"{where}: {message}"), False
             if status in _REJECTED:
                 return InvalidArgument(f"{where}: the server rejected the request: {message}"), False
+            if status == "StatusCode.UNAVAILABLE" and any(w in message.lower() for w in _CONNECTION_LOST):
+                return BackendError(f"{where}: the connection to the server was lost during the call: {message}"), True
             if status in _SHEDDING:
                 return Busy(f"{where}: the server sheds load ({status}): {message}"), True
             if status in _DEADLINE or "timed out" in message.lower() or "deadline" in message.lower():
@@ -258,9 +288,64 @@ class Server:
             return BackendError(f"{where}: server error {status}: {message}"), False
         if _is_timeout(exc):
             return BackendError(f"{where}: no answer within {self.timeout_s:g} s (timeout_s)"), False
+        if _connection_lost(exc):  # the server (or a proxy) closed the connection before it answered
+            reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            return BackendError(f"{where}: the connection to the server was lost during the call ({reason})"), True
         if isinstance(exc, OSError):
             return BackendError(f"{where}: cannot reach the server: {exc}"), True
         return BackendError(f"{where}: {type(exc).__name__}: {exc}"), False
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """A connection closed under a call: geventhttpclient's ``HTTPConnectionClosed``, a reset, a broken pipe."""
+    import http.client
+
+    if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)):
+        return True
+    return isinstance(exc, http.client.HTTPException) and "closed" in f"{type(exc).__name__} {exc}".lower()
+
+
+def _decode_grpc(response: Any, name: str, where: str) -> np.ndarray:
+    """An output of a gRPC ``ModelInferResponse``: from ``raw_output_contents`` (every output or none has
+    raw data, in the order of ``outputs``) or from its typed ``contents``."""
+    found = next(((i, o) for i, o in enumerate(response.outputs) if o.name == name), None)
+    if found is None:
+        raise BackendError(f"{where}: not in the server's answer")
+    index, output = found
+    shape, datatype = tuple(int(d) for d in output.shape), output.datatype
+    if response.raw_output_contents:
+        if index >= len(response.raw_output_contents) or datatype not in _RAW_TYPES:
+            raise BackendError(f"{where}: no raw data for it, or a datatype wasi-nn cannot express ({datatype})")
+        array = np.frombuffer(
+            response.raw_output_contents[index], dtype=np.dtype(_RAW_TYPES[datatype]).newbyteorder("<")
+        )
+    else:
+        field, dtype = _TYPED_CONTENTS.get(datatype, (None, None))
+        if field is None:
+            raise BackendError(f"{where}: datatype {datatype} has no typed contents field and came without raw data")
+        array = np.array(getattr(output.contents, field), dtype=dtype)  # Python numbers: one conversion, a copy
+    return _shaped(array, shape, where)
+
+
+def _decode_rest(result: Any, name: str, where: str) -> np.ndarray:
+    """An output of a REST answer: binary (the binary-data extension) or JSON ``data``, as tritonclient reads."""
+    output = result.get_output(name)
+    if output is None:
+        raise BackendError(f"{where}: not in the server's answer")
+    shape = tuple(int(d) for d in output["shape"])
+    if output["datatype"] not in _RAW_TYPES:
+        raise BackendError(f"{where}: a datatype wasi-nn cannot express ({output['datatype']})")
+    try:
+        array = result.as_numpy(name)
+    except (ValueError, TypeError) as exc:  # data that does not fill the shape, or is not numbers
+        raise BackendError(f"{where}: the server's data does not match shape {list(shape)}: {exc}") from None
+    return _shaped(np.asarray(array), shape, where)
+
+
+def _shaped(array: np.ndarray, shape: tuple[int, ...], where: str) -> np.ndarray:
+    if array.size != int(np.prod(shape)):
+        raise BackendError(f"{where}: the server sent {array.size} values for shape {list(shape)}")
+    return array.reshape(shape)
 
 
 def _is_timeout(exc: BaseException) -> bool:

@@ -214,15 +214,24 @@ def running(
     command += ["--http-port", str(http_port), "--grpc-port", str(grpc_port), "--delay", str(delay)]
     command += ["--test-models"] if test_models else []
     server = Running(f"http://127.0.0.1:{http_port}", f"grpc://127.0.0.1:{grpc_port}", repository)
+    with spawned(command, server.http, log, timeout_s):
+        yield server
+
+
+@contextmanager
+def spawned(
+    command: list[str], http: str, log: Path, timeout_s: float = 120.0, cwd: Path | None = None
+) -> Iterator[None]:
+    """A server process running ``command``, ready (``http``'s ``/v2/health/ready``) when the block starts."""
     with open(log, "w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
         try:
             deadline = time.monotonic() + timeout_s
-            while not _ready(server.http):
+            while not _ready(http):
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the loopback server did not start:\n{log.read_text()[-2000:]}")
+                    raise RuntimeError(f"the server {command[2:4]} did not start:\n{log.read_text()[-2000:]}")
                 time.sleep(0.3)
-            yield server
+            yield
         finally:
             process.terminate()
             process.wait(timeout=30)

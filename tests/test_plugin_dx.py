@@ -182,20 +182,21 @@ def test_no_install_advice_points_at_a_registry():
 
 
 def test_a_backend_the_suite_has_no_models_for_fails_and_writes_its_report(site, tmp_path):
-    """A ggml backend (like a llama.cpp plugin) before the suite can make ggml models: red, not '3 skipped'."""
+    """A TFLite backend: the suite makes no TFLite models, so nothing can be tested: red, not '3 skipped'."""
     body = (
         "@hookimpl\ndef wasinn_backends():\n"
-        "    return [BackendSpec(name='ggmlonly', factory=lambda: None, encodings={GraphEncoding.GGML: 100},\n"
+        "    return [BackendSpec(name='tfliteonly', factory=lambda: None,\n"
+        "        encodings={GraphEncoding.TENSORFLOWLITE: 100},\n"
         "        targets=frozenset({ExecutionTarget.CPU}), probe=lambda t, o: Availability.yes('cpu'))]\n"
     )
-    install(site, "wasinn-ggmlonly", "wasinn_testplug_dx_ggml", SPEC_IMPORTS + body)
+    install(site, "wasinn-tfliteonly", "wasinn_testplug_dx_tflite", SPEC_IMPORTS + body)
     env = {"PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
     report = tmp_path / "report.json"
-    result = run_cli("conformance", "--backend", "ggmlonly", "-q", "--json", str(report), env=env)
+    result = run_cli("conformance", "--backend", "tfliteonly", "-q", "--json", str(report), env=env)
     assert result.returncode == 1, result.stdout
     message = (
-        "no conformance case applies to backend 'ggmlonly': it claims ggml, and the suite has models for onnx, "
-        "openvino, pytorch only"
+        "no conformance case applies to backend 'tfliteonly': it claims tensorflowlite, and the suite has models for "
+        "ggml, onnx, openvino, pytorch only"
     )
     assert f"FAILED: {message}" in result.stdout
     assert "skipped" not in result.stdout.splitlines()[-1]  # no empty-layer placeholders

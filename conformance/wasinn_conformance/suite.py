@@ -148,7 +148,7 @@ class Suite:
     def _no_cases(self, name: str) -> str:
         spec = self.specs.get(name)
         claimed = ", ".join(e.value for e in spec.encodings) if spec is not None else "no encoding"
-        known = ", ".join(FORMATS)
+        known = ", ".join(sorted({*FORMATS, "ggml"}))  # ggml: the LLM layer's own model
         layers = ", ".join(sorted(self.layers))
         return (
             f"no conformance case applies to backend {name!r}: it claims {claimed}, and the suite has models for "

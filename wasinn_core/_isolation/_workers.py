@@ -170,6 +170,7 @@ class Zygote:
         self.warm = warm
         self._idle: dict[tuple[int, str], list[Worker]] = {}
         self._spares: dict[str, list[Worker]] = {}
+        self._workers: weakref.WeakSet[Worker] = weakref.WeakSet()  # every live one, to end with the zygote
         self.root = tempfile.mkdtemp(prefix=f"wasinn-{backend}-")
         self.lock = threading.Lock()
         self.preloaded = False
@@ -252,7 +253,9 @@ class Zygote:
         if not isinstance(pid, int) or pid <= 0:
             host_end.close()
             raise BackendError(f"the {self.backend} zygote answered a fork with {pid!r}")
-        return Worker(self, pid, Channel(host_end), scratch, key)
+        worker = Worker(self, pid, Channel(host_end), scratch, key)
+        self._workers.add(worker)
+        return worker
 
     def take(self, params: dict[str, Any], domain: object | None) -> Worker:
         """A ready worker for one graph: an idle one of ``domain`` (the same guest), a spare, or a new one.
@@ -315,8 +318,9 @@ class Zygote:
         return _describe_status(status) if isinstance(status, int) else "ended"
 
     def close(self) -> None:
+        """End the zygote and every worker it forked (they die with it); later calls on them say so, quietly."""
         with self.lock:
-            workers = [w for ws in [*self._idle.values(), *self._spares.values()] for w in ws]
+            workers = list(self._workers)
             self._idle.clear()
             self._spares.clear()
         for worker in workers:

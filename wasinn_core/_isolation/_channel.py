@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import struct
 import time
@@ -33,6 +34,11 @@ __all__ = ["MAX_MESSAGE", "Channel", "ChannelClosed", "ChannelTimeout", "error_f
 
 #: The largest control message accepted (a reply carries names, shapes and offsets, never tensors).
 MAX_MESSAGE = 1 << 20
+#: The longest a reader polls before it sleeps in the kernel. Waking a sleeping process costs tens of
+#: microseconds; a reader that saw the last messages come quickly polls for about that long again (1.5×
+#: the recent wait, up to this), one that waits for long computes sleeps at once. Off where there is one
+#: CPU: polling would keep the other side from running.
+SPIN_MAX_S = 400e-6 if (os.cpu_count() or 1) > 1 else 0.0
 _LEN = struct.Struct("<I")
 _MESSAGE_CHARS = 2000
 
@@ -64,7 +70,7 @@ class Channel:
     only when it changes, and a message is read with as few ``recv`` calls as the kernel allows.
     """
 
-    __slots__ = ("_buf", "_data", "_timeout", "sock")
+    __slots__ = ("_buf", "_data", "_timeout", "_wait", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -72,6 +78,7 @@ class Channel:
         self._buf = bytearray(64 * 1024)
         self._data = bytearray()  # received, not yet consumed
         self._timeout = 0.0  # SO_RCVTIMEO now set (0: none)
+        self._wait = SPIN_MAX_S  # recent time to the next message (a moving average), for polling
 
     def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         body = json.dumps(message, separators=(",", ":")).encode()
@@ -86,6 +93,12 @@ class Channel:
 
     def receive(self, deadline: float | None) -> dict[str, Any]:
         """The next message; ``ChannelTimeout`` after ``deadline`` (``time.monotonic``), ``ChannelClosed``."""
+        if not self._data:
+            start = time.perf_counter()
+            self._poll(start)
+            if not self._data:
+                self._fill(_LEN.size, deadline)
+            self._waited(start)
         self._fill(_LEN.size, deadline)
         (length,) = _LEN.unpack_from(self._data)
         if length > MAX_MESSAGE:
@@ -99,14 +112,42 @@ class Channel:
         """The next message and the descriptors sent with it (the worker's side: no deadline)."""
         fds: list[int] = []
         if not self._data:
-            try:
-                head, fds, _, _ = socket.recv_fds(self.sock, len(self._buf), 8)
-            except OSError as exc:
-                raise ChannelClosed(f"cannot read: {exc}") from None
+            start = time.perf_counter()
+            end = start + self._spin()
+            while True:
+                try:
+                    flags = socket.MSG_DONTWAIT if time.perf_counter() < end else 0
+                    head, fds, _, _ = socket.recv_fds(self.sock, len(self._buf), 8, flags)
+                    break
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    raise ChannelClosed(f"cannot read: {exc}") from None
             if not head:
                 raise ChannelClosed("the other side closed the socket")
             self._data += head
+            self._waited(start)
         return self.receive(None), list(fds)
+
+    def _spin(self) -> float:
+        return min(SPIN_MAX_S, 1.5 * self._wait) if self._wait < SPIN_MAX_S else 0.0
+
+    def _waited(self, start: float) -> None:
+        self._wait = 0.8 * self._wait + 0.2 * (time.perf_counter() - start)
+
+    def _poll(self, start: float) -> None:
+        """Take what arrives while polling (see :data:`SPIN_MAX_S`), without sleeping."""
+        end = start + self._spin()
+        while time.perf_counter() < end:
+            try:
+                count = self.sock.recv_into(self._buf, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return  # the blocking read says what is wrong
+            if count:
+                self._data += memoryview(self._buf)[:count]
+            return
 
     def _fill(self, n: int, deadline: float | None) -> None:
         """Receive until ``n`` bytes are buffered."""

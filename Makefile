@@ -20,7 +20,8 @@ DEMO_FLAGS = --dir examples/digits/images::/images --nn-preload digits:$(BACKEND
 LINTED := wasinn_core plugins conformance tests guests examples benchmarks
 REPORTS := .reports
 
-.PHONY: demo test lint typecheck pytest conformance site bench-check docs bench fuzz soak guests model clean dist
+.PHONY: demo test lint typecheck pytest conformance site bench-check docs bench fuzz soak guests model clean dist \
+        gpu-wheels gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +40,7 @@ $(VENV)/.dev: $(BIN)/python pyproject.toml plugins/*/pyproject.toml conformance/
 demo: $(VENV)/.demo-$(BACKEND)  ## classify the shipped digit images in a wasm guest (default: ONNX Runtime)
 	$(BIN)/wasinn run $(DEMO_FLAGS) guests/wasm/digits.wasm /images
 
-test: $(VENV)/.dev lint typecheck pytest conformance site bench-check  ## install everything, lint, type-check, run every suite
+test: $(VENV)/.dev lint typecheck pytest conformance site bench-check gpu-check  ## install everything, lint, type-check, run every suite
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check $(LINTED)
@@ -73,6 +74,15 @@ site: $(VENV)/.dev
 # The benchmark runner in its quick mode, to check that it works (never a timed assertion).
 bench-check: $(VENV)/.dev
 	$(BIN)/python -m benchmarks --quick -q --out $(REPORTS)/performance-quick.md
+
+# The GPU check (docs/backends/pytorch.md): here every GPU part is skipped with its reason and the rest
+# runs, from wasinn installed the way a GPU machine installs it (the carried wheels, its own torch).
+GPU_WHEELS := .gpu-wheels
+gpu-wheels:  ## download the wheels a GPU machine without network lacks into .gpu-wheels/
+	$(PYTHON) -m benchmarks.gpu --prepare $(GPU_WHEELS)
+
+gpu-check: $(VENV)/.dev gpu-wheels  ## the GPU check; its report in .reports/gpu/
+	$(BIN)/python -m benchmarks.gpu --install $(GPU_WHEELS) --out $(REPORTS)/gpu
 
 docs: $(VENV)/.dev  ## serve the docs site on http://127.0.0.1:8000
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve

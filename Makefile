@@ -78,8 +78,8 @@ bench-check: $(VENV)/.dev
 # The GPU check (docs/backends/pytorch.md): here every GPU part is skipped with its reason and the rest
 # runs, from wasinn installed the way a GPU machine installs it (the carried wheels, its own torch).
 GPU_WHEELS := .gpu-wheels
-gpu-wheels:  ## download the wheels a GPU machine without network lacks into .gpu-wheels/
-	$(PYTHON) -m benchmarks.gpu --prepare $(GPU_WHEELS)
+gpu-wheels: $(BIN)/python  ## download the wheels a GPU machine without network lacks into .gpu-wheels/
+	$(BIN)/python -m benchmarks.gpu --prepare $(GPU_WHEELS)
 
 gpu-check: $(VENV)/.dev gpu-wheels  ## the GPU check; its report in .reports/gpu/
 	$(BIN)/python -m benchmarks.gpu --install $(GPU_WHEELS) --out $(REPORTS)/gpu

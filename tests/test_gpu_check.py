@@ -152,14 +152,15 @@ def test_gpu_checks_skip_with_the_plugins_reason(tmp_path):
 
 def test_the_report_says_what_ran_and_what_did_not(tmp_path):
     report = Report(tmp_path / "out")
-    report.run("plugin", "passes", lambda: ("fine", {"compares_with_cpu": True}))
-    report.run("plugin", "fails", lambda: (_ for _ in ()).throw(AssertionError("differs by 1e-1")))
+    report.run("plugin", "passes", lambda: ("fine", {}), goal="equal")
+    report.run("plugin", "fails", lambda: (_ for _ in ()).throw(AssertionError("differs by 1e-1")), goal="memory")
     report.run("plugin", "skips", lambda: (_ for _ in ()).throw(SkipCheck("no CUDA here")))
     report.benchmark.append({"model": "m", "batch": 1, "guest_cpu_us": 10.0})
     report.write()
     data = json.loads((tmp_path / "out" / "gpu-check.json").read_text())
     assert {k: data["summary"][k] for k in ("pass", "fail", "skip")} == {"pass": 1, "fail": 1, "skip": 1}
     assert data["goals"]["results_equal_cpu"] is True
+    assert data["goals"]["no_device_memory_growth"] is False  # a failed check counts against its goal
     assert data["goals"]["guest_gpu_within_1_05_of_native"] is None
     text = (tmp_path / "out" / "gpu-check.md").read_text()
     assert "| fails | fail | differs by 1e-1 |" in text and "| skips | skip | no CUDA here |" in text

@@ -32,7 +32,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="folder for gpu-check.json and gpu-check.md")
     parser.add_argument("--install", type=Path, metavar="WHEELS", help="install wasinn first, from these wheels")
     parser.add_argument("--size", choices=("auto", "full", "quick"), default="auto", help="auto: full with CUDA")
-    parser.add_argument("--budget", type=float, default=300.0, help="seconds after which benchmark rows are skipped")
+    parser.add_argument("--budget", type=float, default=200.0, help="seconds after which benchmark rows are skipped")
     parser.add_argument("--work", type=Path, help="folder for the generated models (default: a temporary one)")
     return parser.parse_args(argv)
 

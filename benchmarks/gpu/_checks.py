@@ -119,7 +119,7 @@ def check_cuda(machine: Machine) -> tuple[str, dict[str, Any]]:
     error = relative_error(got, want)
     assert device == "cuda:0", f"gpu ran on {device}, not cuda:0"
     assert error <= 1e-5, f"cuda:0 differs from the CPU by {error:.2e} (relative)"
-    return f"cuda:0, relative difference from the CPU {error:.1e}", {"compares_with_cpu": True, "error": error}
+    return f"cuda:0, relative difference from the CPU {error:.1e}", {"error": error}
 
 
 def check_cuda_n(machine: Machine) -> tuple[str, dict[str, Any]]:
@@ -227,7 +227,7 @@ def check_memory(machine: Machine) -> tuple[str, dict[str, Any]]:
     seconds = time.monotonic() - start
     if not machine.cuda:
         raise SkipCheck(f"no CUDA here ({machine.no_cuda_reason}); the loop ran {cycles} cycles on the CPU")
-    data_out = {"memory_check": True, "before": before, "after": after, "peak": peak, "every_100": samples}
+    data_out = {"before": before, "after": after, "peak": peak, "every_100": samples}
     assert after == before, f"memory_allocated went from {before} to {after} bytes over {cycles} cycles"
     assert all(s == before for s in samples), f"memory_allocated drifted: {samples}"
     return f"{cycles} cycles in {seconds:.1f} s: {before} bytes before and after (peak {peak})", data_out
@@ -268,8 +268,11 @@ def device_copy_counts(session: Any, graph: int, x: np.ndarray, n: int) -> dict[
                 step()
             torch.cuda.synchronize()
         names = [e.name for e in prof.events()]
-        out["cuda_memcpy_to_device"] = sum("HtoD" in name for name in names) / n
-        out["cuda_memcpy_to_host"] = sum("DtoH" in name for name in names) / n
+        if any("Memcpy" in name for name in names):  # else the profiler saw nothing (no CUPTI): no second count
+            out["cuda_memcpy_to_device"] = sum("Memcpy HtoD" in name for name in names) / n
+            out["cuda_memcpy_to_host"] = sum("Memcpy DtoH" in name for name in names) / n
+        else:
+            out["cuda_profiler"] = f"recorded no copies ({len(names)} events): CUDA's own count is not available"
     session.finalize_execution_context(ctx)
     return out
 
@@ -356,12 +359,12 @@ def check_archive(machine: Machine, small: dict[str, Any], fmt: str, tripwire: T
         f"the plugin cannot load a {fmt} archive saved by torch {version} (it failed closed, "
         f"torch.export.load was never called): {errors}"
     )
-    tolerance = {"cpu": 1e-5, "cuda": 1e-3}
+    tolerance = {"cpu": 1e-5, "cuda": 1e-2}  # cuDNN convolutions use TF32 by default (torch's default)
     assert all(e <= tolerance[w] for w, e in results.items()), f"differs from eager torch: {results}"
     return (
         f"torch {version}'s own {fmt} archive: relative difference from eager torch "
         + ", ".join(f"{w} {e:.1e}" for w, e in results.items()),
-        {"compares_with_cpu": True, "errors": results},
+        {"errors": results},
     )
 
 
@@ -390,11 +393,13 @@ def check_committed_pt2(machine: Machine, tripwire: Tripwire) -> str:
 
 def in_process_checks(report: Report, machine: Machine, workloads: list[Any], small: dict[str, Any]) -> None:
     """Every check of this section, each reported as it ends."""
-    report.run(SECTION, "gpu → cuda:0, equal to the CPU", lambda: check_cuda(machine))
+    report.run(SECTION, "gpu → cuda:0, equal to the CPU", lambda: check_cuda(machine), goal="equal")
     report.run(SECTION, "device_index → cuda:N", lambda: check_cuda_n(machine))
     report.run(SECTION, "strict policy refuses with the reason", lambda: check_strict(machine))
     report.run(SECTION, "cpu fallback runs on the CPU and reports it", lambda: check_fallback(machine))
-    report.run(SECTION, f"device memory over {CYCLES:,} load/compute/release cycles", lambda: check_memory(machine))
+    report.run(
+        SECTION, f"device memory over {CYCLES:,} load/compute/release cycles", lambda: check_memory(machine), "memory"
+    )
     for workload in workloads[:1]:
         report.run(
             SECTION,
@@ -403,5 +408,6 @@ def in_process_checks(report: Report, machine: Machine, workloads: list[Any], sm
         )
     tripwire = Tripwire()
     for fmt in ("torchscript", "exported_program"):
-        report.run(SECTION, f"{fmt} saved by this torch", lambda f=fmt: check_archive(machine, small, f, tripwire))
+        check = lambda f=fmt: check_archive(machine, small, f, tripwire)  # noqa: E731
+        report.run(SECTION, f"{fmt} saved by this torch", check, goal="equal" if machine.cuda else None)
     report.run(SECTION, "digits.pt2 written by torch 2.13", lambda: check_committed_pt2(machine, tripwire))

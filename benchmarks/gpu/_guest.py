@@ -23,7 +23,7 @@ import numpy as np
 from ._checks import Machine, device_copy_counts, session_host
 from ._install import ROOT
 from ._isolated import worker_config
-from ._models import BATCHES, Workload
+from ._models import BATCHES, TOP5, Workload
 from ._report import Report, SkipCheck
 
 __all__ = ["guest_checks"]
@@ -100,7 +100,8 @@ def native_cuda(workload: Workload, batch: int, repeat: int) -> float:
 def compare_top5(name: str, gpu: dict[str, Any], cpu: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     scale = max(abs(s) for s in cpu["scores"]) or 1.0
     error = max(abs(a - b) for a, b in zip(gpu["scores"], cpu["scores"], strict=True)) / scale
-    data = {"compares_with_cpu": True, "gpu": gpu["top5"], "cpu": cpu["top5"], "score_error": error}
+    data = {"gpu": gpu["top5"], "cpu": cpu["top5"], "score_error": error}
+    assert cpu["top5"] == list(TOP5), f"{name}: the CPU's top-5 is {cpu['top5']}, the model was made for {TOP5}"
     assert gpu["top5"] == cpu["top5"], f"{name}: top-5 {gpu['top5']} on the GPU, {cpu['top5']} on the CPU"
     assert error <= 1e-2, f"{name}: top-5 scores differ by {error:.1e} (relative to the largest)"
     return f"{name}: top-5 {gpu['top5']} as on the CPU; scores within {error:.1e}", data
@@ -158,20 +159,27 @@ def bench_row(report: Report, machine: Machine, workload: Workload, batch: int, 
         row["native_cuda_us"] = native_cuda(workload, batch, gpu_n)
         copies = _copies(machine, workload, batch)
         row["device_copies_per_inference"] = copies
-        if row.get("guest_gpu_us"):
-            row["guest_gpu_vs_native"] = row["guest_gpu_us"] / row["native_cuda_us"]
-        return f"native {row['native_cuda_us']:,.1f} µs; guest/native {row.get('guest_gpu_vs_native')}"
+        for key in ("guest_gpu", "guest_gpu_worker"):
+            if row.get(f"{key}_us"):
+                row[f"{key}_vs_native"] = round(row[f"{key}_us"] / row["native_cuda_us"], 3)
+        return (
+            f"native {row['native_cuda_us']:,.1f} µs; guest/native {row.get('guest_gpu_vs_native')} in process, "
+            f"{row.get('guest_gpu_worker_vs_native')} in a worker; copies to device/host per inference {copies}"
+        )
 
     report.run(SECTION, f"{label}: torch CUDA natively", native)
     if batch == 1:
         for key in ("guest_gpu", "guest_gpu_worker"):
 
             def top5(key: str = key) -> tuple[str, dict[str, Any]]:
+                if "guest_cpu" in runs and not machine.cuda:  # the CPU's side still holds
+                    got = runs["guest_cpu"]["top5"]
+                    assert got == list(TOP5), f"the CPU's top-5 is {got}, the model was made for {TOP5}"
                 if key not in runs or "guest_cpu" not in runs:
-                    raise SkipCheck("the GPU or CPU run did not happen (see above)")
+                    raise SkipCheck(f"no GPU run to compare (the CPU's top-5 is {list(TOP5)}, as made)")
                 return compare_top5(workload.name, runs[key], runs["guest_cpu"])
 
-            report.run(SECTION, f"{label}: top-5 on {where[key]} equal to the CPU", top5)
+            report.run(SECTION, f"{label}: top-5 on {where[key]} equal to the CPU", top5, goal="equal")
 
 
 def check_digits_cli(machine: Machine) -> str:

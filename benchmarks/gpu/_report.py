@@ -33,6 +33,7 @@ class Check:
     detail: str
     data: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    goal: str | None = None  # "equal" (GPU results equal the CPU's) or "memory" (no device memory growth)
 
 
 @dataclass
@@ -45,9 +46,12 @@ class Report:
     benchmark: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
-    def run(self, section: str, name: str, fn: Callable[[], tuple[str, dict[str, Any]] | str]) -> Check:
+    def run(
+        self, section: str, name: str, fn: Callable[[], tuple[str, dict[str, Any]] | str], goal: str | None = None
+    ) -> Check:
         """Run one check: its return is ``detail`` or ``(detail, data)``; ``AssertionError`` fails it,
-        :class:`SkipCheck` skips it, any other exception fails it with its traceback's last lines."""
+        :class:`SkipCheck` skips it, any other exception fails it with its traceback's last lines.
+        ``goal`` names the issue's goal the check speaks for (``equal`` or ``memory``)."""
         start = time.monotonic()
         try:
             result = fn()
@@ -60,7 +64,7 @@ class Report:
         except Exception as exc:
             tail = traceback.format_exc().strip().splitlines()[-6:]
             status, detail, data = "fail", f"{type(exc).__name__}: {exc}", {"traceback": tail}
-        check = Check(section, name, status, detail, data, round(time.monotonic() - start, 2))
+        check = Check(section, name, status, detail, data, round(time.monotonic() - start, 2), goal)
         self.checks.append(check)
         print(f"[{status:>4}] {section}: {name}: {detail.splitlines()[0] if detail else ''}"[:240], flush=True)
         self.write()
@@ -74,8 +78,8 @@ class Report:
 
     def goals(self) -> dict[str, Any]:
         """The issue's three goals, from the checks and rows (``None``: not measured here)."""
-        equal = [c for c in self.checks if c.data.get("compares_with_cpu") and c.status != "skip"]
-        memory = [c for c in self.checks if c.data.get("memory_check") and c.status != "skip"]
+        equal = [c for c in self.checks if c.goal == "equal" and c.status != "skip"]
+        memory = [c for c in self.checks if c.goal == "memory" and c.status != "skip"]
         ratios = [r["guest_gpu_vs_native"] for r in self.benchmark if r.get("guest_gpu_vs_native") is not None]
         return {
             "results_equal_cpu": all(c.status == "pass" for c in equal) if equal else None,

@@ -10,6 +10,7 @@ a reader falling back to ``torch.export.load``, and the docs show the commands `
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -63,11 +64,12 @@ def test_workers_keep_the_library_search_path_and_no_secrets(monkeypatch, tmp_pa
 
 
 @pytest.mark.skipif(_confine.probe().landlock_abi < 1, reason="this kernel has no Landlock")
-def test_a_confined_process_names_its_threads_and_nothing_more():
+def test_a_confined_process_names_its_threads_and_nothing_more(tmp_path):
     """What cuInit does (error 304 where refused), from a process confined as a worker is."""
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.gpu._probe", "both"],
-        cwd=ROOT,
+        [sys.executable, "-P", "-m", "benchmarks.gpu._probe", "both"],
+        cwd=tmp_path,  # its scratch folder
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=300,

@@ -13,15 +13,19 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._install import install, prepare, reexec_env
 from ._report import Report
+
+if TYPE_CHECKING:
+    from ._checks import Machine
 
 _INSTALL_INFO = "WASINN_GPU_CHECK_INSTALL"
 
@@ -93,17 +97,30 @@ def environment(report: Report) -> tuple[int, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ._checks import Machine, in_process_checks
-    from ._diagnose import diagnose
-    from ._guest import guest_checks
-    from ._isolated import isolated_checks
-    from ._models import make_small, make_workloads
+    from ._checks import Machine
 
     report = Report(args.out)
     devices, reason = environment(report)
     size = args.size if args.size != "auto" else ("full" if devices else "quick")
     work = args.work or Path(tempfile.mkdtemp(prefix="wasinn-gpu-models-"))
-    machine = Machine(devices, reason, size, work)
+    try:
+        return _sections(report, Machine(devices, reason, size, work), args)
+    finally:  # the generated models and the installed wasinn go with the run
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+        target = report.environment.get("install", {}).get("target")
+        if target:
+            shutil.rmtree(target, ignore_errors=True)
+
+
+def _sections(report: Report, machine: Machine, args: argparse.Namespace) -> int:
+    from ._checks import in_process_checks
+    from ._diagnose import diagnose
+    from ._guest import guest_checks
+    from ._isolated import isolated_checks
+    from ._models import make_small, make_workloads
+
+    devices, reason, size, work = machine.cuda_devices, machine.no_cuda_reason, machine.size, machine.work
     report.environment["size"] = size
     print(f"gpu-check: {devices} CUDA device(s){'' if devices else f' ({reason})'}; {size} models in {work}")
     made: dict[str, Any] = {}

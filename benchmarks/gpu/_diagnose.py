@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from ._checks import Machine
@@ -19,12 +20,12 @@ __all__ = ["diagnose"]
 SECTION = "Confinement and CUDA, layer by layer (diagnostics)"
 
 
-def run_probe(mode: str) -> dict[str, Any]:
+def run_probe(mode: str, work: Path) -> dict[str, Any]:
     """The probe in a subprocess with a worker's environment."""
     from wasinn_core._isolation._policy import _import_root
     from wasinn_core._isolation._workers import _worker_env
 
-    scratch = tempfile.mkdtemp(prefix="wasinn-probe-")
+    scratch = tempfile.mkdtemp(prefix=f"probe-{mode}-", dir=work)
     env = _worker_env(scratch, _import_root("wasinn_pytorch"))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(ROOT)]))
     command = [sys.executable, "-P", "-m", "benchmarks.gpu._probe", mode]
@@ -64,7 +65,7 @@ def diagnose(report: Report, machine: Machine) -> None:
     else:
 
         def thread_rule() -> str:
-            seen = run_probe("both")
+            seen = run_probe("both", machine.work)
             assert "crashed" not in seen, seen["crashed"]
             names = seen["thread_names"]
             assert set(names.values()) == {"ok"}, f"a confined process cannot name its threads: {names}"
@@ -74,7 +75,7 @@ def diagnose(report: Report, machine: Machine) -> None:
     if not machine.cuda:
         report.skip(SECTION, "CUDA under each layer", f"no CUDA here: {machine.no_cuda_reason}")
         return
-    results = {mode: run_probe(mode) for mode in MODES}
+    results = {mode: run_probe(mode, machine.work) for mode in MODES}
     unconfined = results["none"]
     readable = read_paths(["wasinn_pytorch"])
     mapped = unconfined.get("mapped", [])

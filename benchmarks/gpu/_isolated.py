@@ -152,7 +152,7 @@ def check_without_seccomp(machine: Machine) -> tuple[str, dict[str, Any]]:
     abi = probe().landlock_abi
     if abi < 4:
         raise SkipCheck(f"Landlock ABI {abi} here: without libseccomp, workers could not close TCP (ABI 4 needed)")
-    stub = Path(tempfile.mkdtemp(prefix="wasinn-no-seccomp-"))
+    stub = Path(tempfile.mkdtemp(prefix="no-seccomp-", dir=machine.work))
     (stub / "pyseccomp.py").write_text(_NO_LIBSECCOMP)
     # the stub first, and the plugin from this checkout: a worker's path starts with the folder its plugin
     # was found in, which must not be the install folder holding the real pyseccomp

@@ -23,7 +23,6 @@ import glob
 import json
 import os
 import sys
-import tempfile
 import threading
 import warnings
 from typing import Any
@@ -180,7 +179,7 @@ def main(mode: str) -> int:
     result: dict[str, Any] = {"mode": mode, "pid": os.getpid()}
     if mode != "none":
         read = read_paths(["wasinn_pytorch"])
-        scratch = tempfile.mkdtemp(prefix="wasinn-probe-")
+        scratch = os.getcwd()  # the folder the runner made for this probe
         try:
             result["confinement"] = confine(
                 read, [scratch], landlock=mode in ("landlock", "both"), seccomp=mode in ("seccomp", "both")

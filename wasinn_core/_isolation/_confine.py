@@ -5,9 +5,9 @@ On Linux a worker confines itself before it imports a backend library or reads a
 - Landlock (the ``landlockpy`` binding): read-only access to what the interpreter and the libraries
   need (the standard library, site-packages, the worker's own packages, system libraries, CPU facts
   under ``/proc`` and ``/sys``, the NVIDIA driver's facts), read-write access to its own scratch
-  folder and to GPU device nodes, file writes under its own ``/proc/<pid>/task`` (CUDA names its
-  threads there), and nothing else; no file can be executed; no TCP bind or connect (ABI 4); no signal to, and no
-  abstract-socket connection with, a process outside the worker (ABI 6); no ptrace of one (always).
+  folder and to GPU device nodes, writes to its own threads' names (the CUDA driver names its
+  threads), and nothing else; no file can be executed; no TCP bind or connect (ABI 4); no signal to,
+  and no abstract-socket connection with, a process outside the worker (ABI 6); no ptrace of one.
 - seccomp (the ``pyseccomp`` binding over libseccomp): no socket can be created (so no UDP, raw,
   netlink or named-unix socket either), no ``execve``, no ptrace or cross-process memory access, no
   io_uring (it bypasses seccomp), no namespaces, mounts, BPF, kernel keyrings or modules, no file

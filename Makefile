@@ -27,7 +27,8 @@ LLM_MODEL = $$($(BIN)/python -m wasinn_conformance.gguf_models --out .cache/llm)
 LINTED := wasinn_core plugins conformance tests guests examples benchmarks
 REPORTS := .reports
 
-.PHONY: demo test lint typecheck pytest conformance site bench-check docs bench bench-llm llm-conformance fuzz soak figures guests model clean dist
+.PHONY: demo test lint typecheck pytest conformance site bench-check docs bench bench-llm llm-conformance fuzz soak figures \
+        guests model clean dist gpu-wheels gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,7 +53,7 @@ else
 	$(BIN)/wasinn run $(DEMO_FLAGS) guests/wasm/digits.wasm /images
 endif
 
-test: $(VENV)/.dev lint typecheck pytest conformance site bench-check  ## install everything, lint, type-check, run every suite
+test: $(VENV)/.dev lint typecheck pytest conformance site bench-check gpu-check  ## install everything, lint, type-check, run every suite
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check $(LINTED)
@@ -94,6 +95,15 @@ site: $(VENV)/.dev
 bench-check: $(VENV)/.dev
 	$(BIN)/python -m benchmarks --quick -q --out $(REPORTS)/performance-quick.md
 	$(BIN)/python -m benchmarks.llm --quick --out $(REPORTS)/llm-benchmark-quick.json
+
+# The GPU check (docs/backends/pytorch.md): here every GPU part is skipped with its reason and the rest
+# runs, from wasinn installed the way a GPU machine installs it (the carried wheels, its own torch).
+GPU_WHEELS := .gpu-wheels
+gpu-wheels: $(BIN)/python  ## download the wheels a GPU machine without network lacks into .gpu-wheels/
+	$(BIN)/python -m benchmarks.gpu --prepare $(GPU_WHEELS)
+
+gpu-check: $(VENV)/.dev gpu-wheels  ## the GPU check; its report in .reports/gpu/
+	$(BIN)/python -m benchmarks.gpu --install $(GPU_WHEELS) --out $(REPORTS)/gpu
 
 docs: $(VENV)/.dev  ## serve the docs site on http://127.0.0.1:8000
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve

@@ -4,9 +4,10 @@ On Linux a worker confines itself before it imports a backend library or reads a
 
 - Landlock (the ``landlockpy`` binding): read-only access to what the interpreter and the libraries
   need (the standard library, site-packages, the worker's own packages, system libraries, CPU facts
-  under ``/proc`` and ``/sys``, GPU device nodes), read-write access to its own scratch folder, and
-  nothing else; no file can be executed; no TCP bind or connect (ABI 4); no signal to, and no
-  abstract-socket connection with, a process outside the worker (ABI 6); no ptrace of one (always).
+  under ``/proc`` and ``/sys``, the NVIDIA driver's facts), read-write access to its own scratch
+  folder and to GPU device nodes, writes to its own threads' names (the CUDA driver names its
+  threads), and nothing else; no file can be executed; no TCP bind or connect (ABI 4); no signal to,
+  and no abstract-socket connection with, a process outside the worker (ABI 6); no ptrace of one.
 - seccomp (the ``pyseccomp`` binding over libseccomp): no socket can be created (so no UDP, raw,
   netlink or named-unix socket either), no ``execve``, no ptrace or cross-process memory access, no
   io_uring (it bypasses seccomp), no namespaces, mounts, BPF, kernel keyrings or modules, no file
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import glob
 import importlib.util
 import os
 import resource
@@ -30,7 +32,7 @@ import signal
 import site
 import sys
 import sysconfig
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, final
 
@@ -45,8 +47,16 @@ _SYSTEM_READ = (
     "/sys/devices/system/cpu", "/sys/devices/system/node", "/sys/fs/cgroup", "/sys/bus/pci/devices",
     "/sys/devices/pci0000:00", "/dev/urandom", "/dev/random", "/dev/zero",
 )  # fmt: skip
-#: Device nodes a library opens read-write to use an accelerator (CUDA, Intel GPU, NPU).
-_DEVICES = ("/dev/null", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/dri", "/dev/accel")
+#: What the NVIDIA driver reads besides ``/proc/driver``: its module parameters (GPU PCI devices are
+#: added where they are, see :func:`_gpu_pci_devices`).
+_NVIDIA_READ = ("/sys/module/nvidia", "/sys/module/nvidia_uvm")
+#: Device nodes a library opens read-write to use an accelerator (CUDA, Intel GPU, NPU); with
+#: ``/dev/nvidiaN`` found at confinement time. ``nvidia-caps`` holds MIG capability nodes.
+_DEVICES = (
+    "/dev/null", "/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset",
+    "/dev/nvidia-caps", "/dev/dri", "/dev/accel",
+)  # fmt: skip
+_NVIDIA_VENDOR = "0x10de"
 
 _DENIED_SYSCALLS = (
     "socket", "execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "kcmp",
@@ -116,7 +126,7 @@ def probe(environ: dict[str, str] | None = None) -> Confinement:
 def _seccomp_available() -> bool:
     try:
         import pyseccomp  # noqa: F401 - loads libseccomp.so.2
-    except (ImportError, OSError):
+    except Exception:  # ImportError; RuntimeError("Unable to find libseccomp") where the library is missing
         return False
     return True
 
@@ -165,11 +175,56 @@ def read_paths(modules: Sequence[str]) -> list[str]:
         if os.path.isdir(real) and not any(real == w or real.startswith(w + os.sep) for w in whole_real):
             candidates += _code_in(real)
     candidates += list(_SYSTEM_READ)
+    candidates += _loader_dirs()
+    gpus = _gpu_pci_devices()
+    if gpus:  # the NVIDIA driver is here: what it reads at initialisation
+        candidates += [*_NVIDIA_READ, *gpus]
     seen: dict[str, None] = {}
     for path in candidates:
         if path and os.path.exists(path):
             seen.setdefault(os.path.realpath(path), None)
     return list(seen)
+
+
+def _loader_dirs(conf: str = "/etc/ld.so.conf", environ: Mapping[str, str] | None = None) -> list[str]:
+    """Folders the dynamic loader searches besides the system ones: ``LD_LIBRARY_PATH`` (which workers
+    keep) and ``/etc/ld.so.conf``'s (where a GPU driver's ``libcuda.so.1`` is often installed, e.g.
+    ``/usr/local/nvidia/lib64``)."""
+    env = os.environ if environ is None else environ
+    dirs = [d for d in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if os.path.isabs(d)]
+    pending, seen = [conf], set()
+    while pending:
+        conf = pending.pop()
+        if conf in seen:
+            continue
+        seen.add(conf)
+        try:
+            with open(conf) as f:
+                lines = [line.split("#", 1)[0].strip() for line in f]
+        except OSError:
+            continue
+        for line in lines:
+            if line.startswith("include"):
+                pattern = line.split(None, 1)[1] if " " in line else ""
+                pattern = pattern if os.path.isabs(pattern) else os.path.join(os.path.dirname(conf), pattern)
+                pending += sorted(glob.glob(pattern))
+            elif os.path.isabs(line):
+                dirs.append(line)
+    return [d for d in dirs if os.path.isdir(d)]
+
+
+def _gpu_pci_devices() -> list[str]:
+    """The sysfs folders of NVIDIA PCI devices, resolved (they sit under whichever PCI root holds them)."""
+    found = []
+    for entry in glob.glob("/sys/bus/pci/devices/*"):
+        try:
+            with open(os.path.join(entry, "vendor")) as f:
+                if f.read().strip() != _NVIDIA_VENDOR:
+                    continue
+        except OSError:
+            continue
+        found.append(os.path.realpath(entry))
+    return found
 
 
 def _set_no_new_privs_and_pdeathsig() -> None:
@@ -181,7 +236,9 @@ def _set_no_new_privs_and_pdeathsig() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
 
 
-def _landlock(read: Sequence[str], write: Sequence[str], devices: Sequence[str]) -> int:
+def _landlock(read: Sequence[str], write: Sequence[str], devices: Sequence[str], own: str) -> int:
+    """Restrict this process (and its future threads and children) to ``read``, ``write``, ``devices``
+    and, in ``own`` (its resolved ``/proc`` entry), reading and renaming its own threads."""
     import landlockpy as ll
 
     abi = ll.abi_version()
@@ -199,6 +256,10 @@ def _landlock(read: Sequence[str], write: Sequence[str], devices: Sequence[str])
         for path in devices:
             if os.path.exists(path):
                 ruleset.allow_path(path, device | (ll.AccessFS.READ_DIR if os.path.isdir(path) else 0))
+        # this process's own thread names (comm): cuInit fails with error 304 where it cannot write them
+        rename = ll.AccessFS.WRITE_FILE | (fs & ll.AccessFS.TRUNCATE if abi >= 3 else 0)  # fopen("w") truncates
+        for path in (os.path.join(own, "task"), os.path.join(own, "comm")):
+            ruleset.allow_path(path, rename)
         ruleset.restrict()
     return abi
 
@@ -216,8 +277,14 @@ def _seccomp() -> None:
     flt.load()
 
 
-def confine(read: Sequence[str], write: Sequence[str]) -> dict[str, Any]:
-    """Confine this process (irreversibly); returns what was enforced. Raises ``OSError`` on failure."""
+def confine(
+    read: Sequence[str], write: Sequence[str], *, landlock: bool = True, seccomp: bool = True
+) -> dict[str, Any]:
+    """Confine this process (irreversibly); returns what was enforced. Raises ``OSError`` on failure.
+
+    ``landlock=False`` or ``seccomp=False`` leave that layer out (for diagnostics: which layer refuses
+    what a library needs).
+    """
     _set_no_new_privs_and_pdeathsig()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     try:
@@ -226,12 +293,13 @@ def confine(read: Sequence[str], write: Sequence[str]) -> dict[str, Any]:
     except OSError:
         pass
     devices = [*_DEVICES, *(os.path.join("/dev", d) for d in _nvidia_nodes())]
-    seccomp = _seccomp_available()  # before Landlock: finding libseccomp may read files and run ldconfig
+    # before Landlock: finding libseccomp may read files and run ldconfig
+    use_seccomp = seccomp and _seccomp_available()
     own = os.path.realpath("/proc/self")  # this process's own /proc entry, resolved here, not in the host
-    abi = _landlock([*read, own], write, devices)
-    if seccomp:
+    abi = _landlock([*read, own], write, devices, own) if landlock else 0
+    if use_seccomp:
         _seccomp()
-    return {"landlock_abi": abi, "seccomp": seccomp}
+    return {"landlock_abi": abi, "seccomp": use_seccomp}
 
 
 def _nvidia_nodes() -> list[str]:

@@ -42,8 +42,8 @@ _ZYGOTE = "wasinn_core._isolation._zygote"
 _IDLE_PER_DOMAIN = 2
 
 # What a worker's environment keeps of the host's: locale, library threading and device selection,
-# the plugin search path. Not the host's secrets (tokens, credentials) nor its HOME.
-_ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "PYTHONPATH", "CI")
+# the plugin and library search paths. Not the host's secrets (tokens, credentials) nor its HOME.
+_ENV_KEEP = ("PATH", "LANG", "LANGUAGE", "PYTHONPATH", "LD_LIBRARY_PATH", "CI")
 _ENV_PREFIXES = ("LC_", "OMP_", "MKL_", "KMP_", "GOMP_", "CUDA_", "NVIDIA_", "HIP_", "ROCR_", "OV_", "WASINN_")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wasinn_core import (
     Availability,
@@ -22,7 +22,10 @@ from wasinn_core import (
     hookimpl,
 )
 
-__all__ = ["OPTIONS", "backend_spec", "wasinn_backends"]
+if TYPE_CHECKING:
+    from ._transfer import DeviceCopies
+
+__all__ = ["OPTIONS", "backend_spec", "device_copies", "wasinn_backends"]
 __version__ = "0.1.0"
 
 OPTIONS = (
@@ -68,6 +71,17 @@ def _factory() -> Backend:
     from ._backend import TorchBackend
 
     return TorchBackend()
+
+
+def device_copies() -> DeviceCopies:
+    """Host↔device copies made by this process's PyTorch graphs so far (subtract two for a span).
+
+    Imports torch. Copies within host memory (guest bytes into the input tensors, outputs into the
+    guest) are counted by wasinn itself (``wasinn run --stats``), not here.
+    """
+    from ._transfer import device_copies as snapshot
+
+    return snapshot()
 
 
 def backend_spec() -> BackendSpec:

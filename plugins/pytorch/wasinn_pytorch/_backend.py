@@ -1,9 +1,10 @@
 """PyTorch backend: TorchScript and ExportedProgram graphs, contexts with host inputs and device outputs.
 
 Memory path: ``set_input`` copies the guest's bytes once into a reused host
-tensor; ``compute`` moves inputs to the device and runs under
-``torch.inference_mode()``; ``get_output`` brings an output back to host memory
-once (cached until the next compute) for the host to write into the guest.
+tensor (pinned for CUDA); ``compute`` moves inputs to the device (one copy each,
+on the context's stream for CUDA) and runs under ``torch.inference_mode()``;
+``get_output`` brings an output back to host memory once (cached until the next
+compute) for the host to write into the guest. See :mod:`._transfer`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from wasinn_core import (
 from ._devices import DeviceFacts, device_for
 from ._pt2 import load_exported_program
 from ._screen import check_torchscript_archive, screen_torchscript
+from ._transfer import transfer_for
 
 log = logging.getLogger("wasinn.pytorch")
 
@@ -127,7 +129,7 @@ class TorchContext(ExecutionContext):
         self._host: dict[int, torch.Tensor] = {}
         # per input index: (dims, type, numpy view of the host tensor) while the shape and type stay the same
         self._views: dict[int, tuple[tuple[int, ...], TensorType, np.ndarray[Any, Any]]] = {}
-        self._on_cpu = graph.torch_device.type == "cpu"
+        self._transfer = transfer_for(graph.torch_device)
 
     def set_input(self, key: TensorKey, tensor: Tensor) -> None:
         index = key if type(key) is int and 0 <= key < len(self._inputs) else self._graph.input_index(key)
@@ -136,6 +138,7 @@ class TorchContext(ExecutionContext):
             view = cached[2]  # checked when it was made
         else:
             view = self._prepare(index, tensor)
+        self._transfer.before_host_write()
         np.copyto(view, tensor.data.view(view.dtype) if tensor.type is TensorType.BF16 else tensor.data)
         record_copy(tensor.data.nbytes)
 
@@ -153,7 +156,7 @@ class TorchContext(ExecutionContext):
             if len(dims) != len(shape) or any(s is not None and s != d for s, d in zip(shape, dims, strict=True)):
                 expected = "x".join("?" if s is None else str(s) for s in shape)
                 raise InvalidArgument(f"input {name!r} expects shape {expected}, got {'x'.join(map(str, dims))}")
-        host = torch.empty(tensor.dimensions, dtype=dtype)
+        host = self._transfer.host_tensor(tensor.dimensions, dtype)
         self._inputs[index] = host
         view = (host.view(torch.int16) if dtype == torch.bfloat16 else host).numpy()
         self._views[index] = (tensor.dimensions, tensor.type, view)
@@ -166,18 +169,15 @@ class TorchContext(ExecutionContext):
             raise InvalidArgument(f"inputs not set: {', '.join(missing)}")
         if graph.module is None:
             raise BackendError("the graph was released")
-        args = []
+        given = []
         for t in self._inputs:
             if t is None:
                 break
-            if self._on_cpu:
-                args.append(t)
-                continue
-            args.append(t.to(graph.torch_device, non_blocking=True))  # host to device
-            record_copy(t.numel() * t.element_size())
+            given.append(t)
         self._outputs, self._names, self._host = None, [], {}
         try:
-            with torch.inference_mode():
+            args = self._transfer.to_device(given)
+            with self._transfer.running(), torch.inference_mode():
                 result = graph.module(*args)
         except torch.cuda.OutOfMemoryError as exc:
             raise TooLarge(f"{graph.device} ran out of memory: {exc}") from exc
@@ -204,12 +204,7 @@ class TorchContext(ExecutionContext):
             raise InvalidArgument(f"output index {key} is out of range: the model returned {len(self._outputs)}")
         host = self._host.get(index)
         if host is None:
-            out = self._outputs[index].detach()
-            if out.dtype == torch.bool:
-                out = out.to(torch.uint8)
-            host = out.to("cpu").contiguous()  # the one device-to-host copy (none for CPU tensors)
-            if host.data_ptr() != out.data_ptr():
-                record_copy(host.numel() * host.element_size())
+            host = self._transfer.to_host(self._outputs[index])  # the one device-to-host copy (none on CPU)
             self._host[index] = host
         ttype = TORCH_TYPES.get(host.dtype)
         if ttype is None:
@@ -316,8 +311,12 @@ class TorchBackend(Backend):
             warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in 2.x
             screen = bool(options.get("screen_operators", True))
             if fmt == TORCHSCRIPT:
-                return self._load_torchscript(data, device, screen)
-            return self._load_exported(data, device, screen)
+                graph = self._load_torchscript(data, device, screen)
+            else:
+                graph = self._load_exported(data, device, screen)
+        if device.type == "cuda":  # the weights are on the device before a context's own stream reads them
+            torch.cuda.synchronize(device)
+        return graph
 
     @staticmethod
     def _load_torchscript(data: memoryview, device: torch.device, screen: bool = True) -> TorchGraph:

@@ -7,6 +7,8 @@ an Apple laptop) without any GPU.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,14 +32,11 @@ class DeviceFacts:
         import torch
 
         built = torch.version.cuda or getattr(torch.version, "hip", None)
-        available = bool(built) and torch.cuda.is_available()
-        error = ""
-        if built and not available:
-            error = "no CUDA device is visible (driver missing, or CUDA_VISIBLE_DEVICES hides them)"
+        count, error = _cuda_devices() if built else (0, "")
         return cls(
             torch_version=torch.__version__,
             cuda_version=built,
-            cuda_devices=torch.cuda.device_count() if available else 0,
+            cuda_devices=count,
             cuda_error=error,
             mps_built=torch.backends.mps.is_built(),
             mps_available=torch.backends.mps.is_available(),
@@ -52,6 +51,30 @@ class DeviceFacts:
         if not self.mps_built:
             return f"MPS not available: torch {self.torch_version} was built without MPS (Apple silicon only)"
         return "MPS not available: no Metal device (needs macOS 12.3 or later on Apple silicon)"
+
+
+_NO_DEVICE = "no CUDA device is visible (driver missing, or CUDA_VISIBLE_DEVICES hides them)"
+
+
+@functools.cache
+def _cuda_devices() -> tuple[int, str]:
+    """CUDA devices visible to this process, or why none is: torch's first probe says why, as a warning.
+
+    The driver is asked once per process (torch caches the answer too), so the reason is kept: in a
+    confined worker it is what tells a missing device from a refused file or device node.
+    """
+    import torch
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        available = torch.cuda.is_available()
+    if available:
+        return torch.cuda.device_count(), ""
+    said = [str(w.message).strip() for w in caught if "CUDA" in str(w.message)]
+    if not said:
+        return 0, _NO_DEVICE
+    detail = " ".join(said[0].split())  # torch's own text, e.g. "... Error 304: OS call failed ..."
+    return 0, f"CUDA initialisation failed: {detail[:400]}"
 
 
 def device_for(target: ExecutionTarget, options: Mapping[str, Any], facts: DeviceFacts) -> Availability:

@@ -495,7 +495,7 @@ def main() -> int:
     # the expected errno lines are warnings; internal errors are logged at error level and must show
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("wasinn").setLevel(logging.ERROR)
-    from wasinn_core._linking import fast_path_available
+    from wasinn_core._abi._linking import fast_path_available
 
     abi_path = "public" if os.environ.get("WASINN_ABI_PATH") == "public" or not fast_path_available() else "fast"
     start = time.perf_counter()

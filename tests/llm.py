@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from wasinn_core import Config, Host
-from wasinn_core._cli_parse import parse_nn_preload
+from wasinn_core._cli._parse import parse_nn_preload
 from wasinn_core.testing import GuestRun, run_guest
 
 from .conftest import GUESTS, ROOT

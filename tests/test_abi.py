@@ -449,7 +449,7 @@ def test_session_closed_then_load_is_invalid(guest, digits_onnx):
 
 def test_errno_table_is_the_current_witx():
     from wasinn_core import ErrorCode
-    from wasinn_core._witx import WITX_ERRNO, WITX_TENSOR_TYPES
+    from wasinn_core._abi._witx import WITX_ERRNO, WITX_TENSOR_TYPES
 
     assert [WITX_ERRNO[c] for c in ErrorCode] == [1, 2, 3, 4, 5, 6, 7, 8]
     assert [t.value for t in WITX_TENSOR_TYPES.values()] == ["f16", "f32", "f64", "u8", "i32", "i64"]

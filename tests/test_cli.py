@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from wasinn_core import read_model_files
-from wasinn_core._cli_parse import UsageError, parse_dir, parse_nn_graph, parse_nn_preload, parse_wasi_option
+from wasinn_core._cli._parse import UsageError, parse_dir, parse_nn_graph, parse_nn_preload, parse_wasi_option
 
 from .conftest import DIGITS_IMAGES, DIGITS_MODEL, GUESTS, ROOT
 from .test_plugins import run_cli

@@ -15,8 +15,8 @@ from wasmtime import component
 
 from wasinn_conformance.components import COMPONENT_CASES, VERSIONS, component_case, component_wat, reference_model
 from wasinn_core import Config, Host, Limits, run_command
+from wasinn_core._abi._wit import WIT_ENCODINGS, WIT_ERROR_CODES, WIT_TARGETS, WIT_TENSOR_TYPES, WIT_VERSIONS
 from wasinn_core._run import GuestError, RunSpec, is_component
-from wasinn_core._wit import WIT_ENCODINGS, WIT_ERROR_CODES, WIT_TARGETS, WIT_TENSOR_TYPES, WIT_VERSIONS
 from wasinn_core.testing import run_guest
 
 from .conftest import DIGITS_IMAGES, DIGITS_MODEL, GUESTS, ROOT
@@ -210,7 +210,7 @@ def test_limits_apply_to_components_like_modules(digits_components):
 
 def test_a_guest_hoarding_resources_traps_before_the_host_runs_out(affine_onnx, monkeypatch):
     from wasinn_conformance.components import ComponentCase
-    from wasinn_core import _wit
+    from wasinn_core._abi import _wit
 
     monkeypatch.setattr(_wit, "MAX_LIVE", 5)
     hoard = ComponentCase(
@@ -240,7 +240,7 @@ def _hoarding_case(name: str, body: str, versions: tuple[str, ...] = VERSIONS) -
 
 def test_a_trapping_tensor_constructor_leaves_no_bytes_charged(affine_onnx, monkeypatch):
     """The live-resource cap traps the 6th tensor: the bytes of the 5 live ones stay charged, no more."""
-    from wasinn_core import _wit
+    from wasinn_core._abi import _wit
 
     monkeypatch.setattr(_wit, "MAX_LIVE", 5)
     host = _affine_host(affine_onnx)
@@ -257,7 +257,7 @@ def test_a_trapping_tensor_constructor_leaves_no_bytes_charged(affine_onnx, monk
 @pytest.mark.parametrize("cap", ["live resources", "host memory"])
 def test_outputs_count_against_the_live_resource_and_host_memory_caps(affine_onnx, monkeypatch, cap):
     """A guest calling get-output in a loop without dropping gets too-large, never unbounded host memory."""
-    from wasinn_core import _wit
+    from wasinn_core._abi import _wit
 
     monkeypatch.setattr(_wit, "MAX_LIVE", 5 if cap == "live resources" else 1000)
     host = _affine_host(affine_onnx, **({"max_host_memory_bytes": 3 * 24} if cap == "host memory" else {}))

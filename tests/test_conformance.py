@@ -179,8 +179,8 @@ PADDING_BLIND_HOST = """
 import sys
 from pathlib import Path
 from wasinn_core import Config, Host, InvalidArgument
-from wasinn_core._memory import read_u32
-from wasinn_core._witx import WitxBinding
+from wasinn_core._abi._memory import read_u32
+from wasinn_core._abi._witx import WitxBinding
 from wasinn_core.testing import run_guest
 
 

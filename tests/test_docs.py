@@ -50,6 +50,10 @@ NOT_RUN = {
     "make bench-llm": "a long run (a minute); tests check the llama page against its result file",
     "make llm-conformance": "starts an OpenAI-compatible server; tests check the llama page against its result file",
     "make dist": "builds every wheel; tests/test_plugin_dx.py builds them and installs them into a fresh venv",
+    "make gpu-wheels": (
+        "downloads about 10 MB of wheels from the package index for a GPU machine; they are used only there; "
+        "tests/test_gpu_check.py checks that the page and the Makefile name the same step"
+    ),
 }
 FILE_MARKER = re.compile(r"^(?:# file: (\S+)|/\* file: (\S+) \*/|<!-- file: (\S+) -->)\n")
 TUTORIAL = DOCS / "plugin-tutorial.md"
@@ -312,7 +316,7 @@ def test_every_backend_option_is_documented(plugin):
 
 
 def test_every_run_option_is_documented():
-    from wasinn_core._cli import _parser
+    from wasinn_core._cli._main import _parser
 
     subcommands = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
     text = (DOCS / "running.md").read_text()

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wasinn_core import ExecutionTarget, GraphEncoding, Session, Tensor, TensorType, WasiNNError
-from wasinn_core._memory import GuestMemory
+from wasinn_core._abi._memory import GuestMemory
 
 from .conftest import DIGITS_MODEL
 from .fuzzing import EDGES, SIGNATURES, FuzzFailure, FuzzTarget, fuzz_calls, fuzz_host

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from wasinn_core import GGML_ERRNO
-from wasinn_core._witx import WITX_ENCODINGS, WITX_ERRNO, WITX_TARGETS, WITX_TENSOR_TYPES
+from wasinn_core._abi._witx import WITX_ENCODINGS, WITX_ERRNO, WITX_TARGETS, WITX_TENSOR_TYPES
 
 from .conftest import ROOT
 

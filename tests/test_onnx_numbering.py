@@ -140,7 +140,7 @@ def test_the_check_fails_on_a_backend_numbering_by_the_librarys_order():
 
 def test_openvino_keeps_the_graphs_numbering_through_the_abi(wasinn_guest):
     """OpenVINO folds away inputs b (unused) and z (zero-size) of a model read from bytes; c stays input 3."""
-    from wasinn_core._numbering_check import WEIGHT, numbering_models
+    from wasinn_core._formats._numbering_check import WEIGHT, numbering_models
 
     host = Host(Config.from_dict({"preferences": {"onnx": ["openvino"]}}, source="<test>"))
     guest = wasinn_guest(host)
@@ -162,7 +162,7 @@ def test_openvino_keeps_the_graphs_numbering_through_the_abi(wasinn_guest):
 
 
 def test_openvino_requires_every_graph_input_like_the_other_backends():
-    from wasinn_core._numbering_check import numbering_models
+    from wasinn_core._formats._numbering_check import numbering_models
 
     host = Host()
     loaded = host.registry.load(

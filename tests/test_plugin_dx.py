@@ -24,8 +24,8 @@ from wasinn_core import (
     PluginManager,
     UnsupportedOperation,
 )
-from wasinn_core._cli_parse import UsageError
-from wasinn_core._newplugin import SUITE_ENCODINGS, PluginProject, write_project
+from wasinn_core._cli._newplugin import SUITE_ENCODINGS, PluginProject, write_project
+from wasinn_core._cli._parse import UsageError
 from wasinn_core.testing import registered
 
 from .conftest import ROOT

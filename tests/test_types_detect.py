@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from wasinn_core import ExecutionTarget, GraphEncoding, Tensor, TensorType
-from wasinn_core._detect import detect_encoding, looks_like_onnx
+from wasinn_core._formats._detect import detect_encoding, looks_like_onnx
 
 from .conftest import DIGITS_MODEL
 
@@ -67,7 +67,7 @@ def test_tensor_types():
 def test_onnx_external_data_walker():
     from onnx import TensorProto, helper
 
-    from wasinn_core._detect import onnx_external_data
+    from wasinn_core._formats._detect import onnx_external_data
 
     assert onnx_external_data(blob("digits.onnx")) == []
     w = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1], data_location=TensorProto.EXTERNAL)

@@ -19,6 +19,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ._abi._linking import add_to_linker, fast_path_available
+from ._abi._wasmedge import GGML_ERRNO
+from ._abi._wit import WIT_VERSIONS, WitBinding
+from ._abi._witx import WitxBinding
 from ._backend import (
     KNOWN_FEATURES,
     PLUGIN_API_VERSION,
@@ -31,7 +35,7 @@ from ._backend import (
     OptionSpec,
     TensorKey,
 )
-from ._cli_parse import NN_GRAPH_FILES
+from ._cli._parse import NN_GRAPH_FILES
 from ._config import Config, IsolationConfig, Limits, ModelConfig, parse_seconds, parse_size
 from ._errors import (
     BackendErrno,
@@ -48,19 +52,15 @@ from ._errors import (
     UnsupportedOperation,
     WasiNNError,
 )
-from ._hookspecs import hookimpl, hookspec
+from ._formats._onnx_io import OnnxPort, OnnxSignature, match_ports, onnx_signature
 from ._host import Host, read_model_files
-from ._linking import add_to_linker, fast_path_available
-from ._onnx_io import OnnxPort, OnnxSignature, match_ports, onnx_signature
-from ._plugins import ENTRY_POINT_GROUP, PluginInfo, PluginManager
+from ._plugins._hookspecs import hookimpl, hookspec
+from ._plugins._manager import ENTRY_POINT_GROUP, PluginInfo, PluginManager
 from ._registry import GraphInfo, LoadedGraph, Registry
 from ._run import EXIT_TRAP, GuestError, RunSpec, is_component, run_command
 from ._session import Session
 from ._stats import COPIES, HostStats, record_copy
 from ._types import ExecutionTarget, GraphEncoding, Tensor, TensorType
-from ._wasmedge import GGML_ERRNO
-from ._wit import WIT_VERSIONS, WitBinding
-from ._witx import WitxBinding
 
 __all__ = [
     "COPIES",

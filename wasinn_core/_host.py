@@ -9,13 +9,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ._abi._wasmedge import model_not_found, wasmedge_named
 from ._config import Config, Limits, ModelConfig
 from ._errors import BackendError, ConfigError, InvalidArgument, NotFound
-from ._plugins import PluginManager
+from ._plugins._manager import PluginManager
 from ._registry import LoadedGraph, Registry
 from ._session import Session
 from ._stats import HostStats
-from ._wasmedge import model_not_found, wasmedge_named
 
 if TYPE_CHECKING:
     import wasmtime
@@ -156,7 +156,7 @@ class Host:
         return loaded
 
     def named_graph_with_metadata(self, name: str, metadata: bytes | None = None) -> LoadedGraph:
-        """A GGML named model under WasmEdge's rules (:mod:`wasinn_core._wasmedge`).
+        """A GGML named model under WasmEdge's rules (:mod:`wasinn_core._abi._wasmedge`).
 
         Without ``metadata`` the graph is shared and cached like :meth:`named_graph`; with it, the
         metadata is one more builder and the graph is new (the caller owns and closes it). A missing
@@ -232,8 +232,8 @@ class Host:
         self, linker: wasmtime.Linker, store: wasmtime.Store, *, limits: Limits | None = None
     ) -> WitxBinding:
         """Define ``wasi_ephemeral_nn`` in ``linker`` for ``store``; see :func:`add_to_linker`."""
-        from ._linking import add_to_linker
-        from ._witx import WitxBinding
+        from ._abi._linking import add_to_linker
+        from ._abi._witx import WitxBinding
 
         return add_to_linker(linker, store, self.new_session(limits), binding_class=self.binding_class or WitxBinding)
 
@@ -242,7 +242,7 @@ class Host:
     ) -> WitBinding:
         """Define ``wasi:nn`` (WIT, both versions in :data:`~wasinn_core.WIT_VERSIONS`) in a component
         ``linker`` for ``store``; the binding's resources and session belong to that store."""
-        from ._wit import WitBinding
+        from ._abi._wit import WitBinding
 
         binding = WitBinding(self.new_session(limits))
         binding.define(linker)
@@ -259,5 +259,5 @@ class Host:
 if TYPE_CHECKING:
     from wasmtime import component
 
-    from ._wit import WitBinding
-    from ._witx import WitxBinding
+    from ._abi._wit import WitBinding
+    from ._abi._witx import WitxBinding

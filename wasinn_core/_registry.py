@@ -22,7 +22,7 @@ from ._backend import Backend, BackendSpec, Graph
 from ._config import Config, Fallback, Limits
 from ._errors import BackendError, ConfigError, InvalidArgument, InvalidEncoding, UnsupportedOperation
 from ._isolation import Isolator
-from ._plugins import PluginManager
+from ._plugins._manager import PluginManager
 from ._types import ExecutionTarget, GraphEncoding
 
 __all__ = ["GraphInfo", "LoadedGraph", "Registry"]

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._abi._wasmedge import unload_stops_contexts, wasmedge_named
 from ._backend import ExecutionContext, TensorKey
 from ._config import Limits
-from ._detect import looks_like_onnx, onnx_external_data
 from ._errors import BackendError, Busy, InvalidArgument, TooLarge, UnsupportedOperation, WasiNNError
+from ._formats._detect import looks_like_onnx, onnx_external_data
 from ._registry import GraphInfo, LoadedGraph
 from ._types import ExecutionTarget, GraphEncoding, Tensor
-from ._wasmedge import unload_stops_contexts, wasmedge_named
 
 if TYPE_CHECKING:
     from ._host import Host
@@ -228,7 +228,7 @@ class Session:
         the model's options load a build of its own for this instance, charged
         to ``max_host_memory_bytes`` with the size of the model's files and
         released on ``unload``. A GGML model follows WasmEdge instead
-        (:mod:`wasinn_core._wasmedge`): the config is backend metadata, and the
+        (:mod:`wasinn_core._abi._wasmedge`): the config is backend metadata, and the
         name keeps one handle until it is unloaded.
         """
         model = self.host.config.model(name)

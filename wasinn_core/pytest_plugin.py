@@ -23,7 +23,7 @@ import pytest
 
 from ._backend import BackendSpec
 from ._host import Host
-from ._plugins import PluginManager
+from ._plugins._manager import PluginManager
 from .testing import ForwardingGuest, GuestRun, registered, run_guest
 
 

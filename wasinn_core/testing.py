@@ -24,15 +24,15 @@ import numpy as np
 import numpy.typing as npt
 import wasmtime
 
+from ._abi._linking import add_to_linker
+from ._abi._witx import _SIGNATURES, MODULE, WitxBinding
 from ._backend import BackendSpec
 from ._config import Limits
-from ._hookspecs import hookimpl
+from ._formats._numbering_check import check_onnx_numbering
 from ._host import Host
-from ._linking import add_to_linker
-from ._numbering_check import check_onnx_numbering
-from ._plugins import PluginManager
+from ._plugins._hookspecs import hookimpl
+from ._plugins._manager import PluginManager
 from ._run import RunSpec, run_command
-from ._witx import _SIGNATURES, MODULE, WitxBinding
 
 __all__ = ["ForwardingGuest", "GuestRun", "check_onnx_numbering", "forwarding_wat", "registered", "run_guest"]
 

@@ -20,8 +20,8 @@ from typing import Any, Literal
 
 import wasmtime
 
+from .._session import Session
 from ._memory import GuestMemory
-from ._session import Session
 from ._witx import _SIGNATURES, MODULE, WitxBinding
 
 __all__ = ["FAST_PATH_VERSIONS", "add_to_linker", "fast_path_available"]

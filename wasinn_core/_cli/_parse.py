@@ -8,8 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ._config import IsolationConfig, IsolationMode, Limits, ModelConfig, parse_seconds, parse_size
-from ._types import ExecutionTarget, GraphEncoding
+from .._config import IsolationConfig, IsolationMode, Limits, ModelConfig, parse_seconds, parse_size
+from .._types import ExecutionTarget, GraphEncoding
 
 __all__ = [
     "UsageError",

@@ -28,11 +28,11 @@ import numpy.typing as npt
 from wasmtime import WasmtimeError, component
 from wasmtime import _ffi as ffi
 
+from .._errors import ErrorCode, TooLarge, WasiNNError
+from .._session import Session
+from .._stats import record_copy
+from .._types import ExecutionTarget, GraphEncoding, Tensor, TensorType
 from . import _cvals as cv
-from ._errors import ErrorCode, TooLarge, WasiNNError
-from ._session import Session
-from ._stats import record_copy
-from ._types import ExecutionTarget, GraphEncoding, Tensor, TensorType
 
 __all__ = ["WIT_VERSIONS", "WitBinding"]
 

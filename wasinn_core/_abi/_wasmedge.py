@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from ._config import ModelConfig
-from ._errors import BackendErrno
-from ._types import GraphEncoding
+from .._config import ModelConfig
+from .._errors import BackendErrno
+from .._types import GraphEncoding
 
 __all__ = ["GGML_ERRNO", "model_not_found", "unload_stops_contexts", "wasmedge_named"]
 

@@ -18,8 +18,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from . import __version__
-from ._cli_parse import (
+from .. import __version__
+from .._config import FALLBACKS, Config
+from .._errors import ConfigError, PluginError, WasiNNError
+from .._host import Host
+from .._plugins._manager import PluginManager
+from .._run import GuestError, RunSpec, run_command
+from ._newplugin import PluginProject, write_project
+from ._parse import (
     UsageError,
     parse_dir,
     parse_env,
@@ -31,13 +37,7 @@ from ._cli_parse import (
     parse_prefer,
     parse_wasi_option,
 )
-from ._cli_plugins import list_plugins
-from ._config import FALLBACKS, Config
-from ._errors import ConfigError, PluginError, WasiNNError
-from ._host import Host
-from ._newplugin import PluginProject, write_project
-from ._plugins import PluginManager
-from ._run import GuestError, RunSpec, run_command
+from ._plugins import list_plugins
 
 __all__ = ["main"]
 

@@ -32,12 +32,12 @@ from typing import Any, Literal, cast, final
 
 import pluggy
 
+from .._backend import KNOWN_FEATURES, PLUGIN_API_VERSION, BackendSpec, Capabilities
+from .._errors import PluginError
+from .._formats._detect import BuiltinDetector
+from .._types import ExecutionTarget, GraphEncoding, TensorType
 from . import _hookspecs
-from ._backend import KNOWN_FEATURES, PLUGIN_API_VERSION, BackendSpec, Capabilities
-from ._detect import BuiltinDetector
-from ._errors import PluginError
 from ._hookcheck import hook_problems, implemented_hooks
-from ._types import ExecutionTarget, GraphEncoding, TensorType
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginInfo", "PluginManager"]
 

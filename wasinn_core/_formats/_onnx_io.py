@@ -14,9 +14,9 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import final
 
+from .._errors import InvalidArgument
+from .._types import Tensor, TensorType
 from ._detect import _read_varint
-from ._errors import InvalidArgument
-from ._types import Tensor, TensorType
 
 __all__ = ["OnnxPort", "OnnxSignature", "match_ports", "onnx_signature"]
 

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from ._backend import BackendSpec
-    from ._types import GraphEncoding
+    from .._backend import BackendSpec
+    from .._types import GraphEncoding
 
 __all__ = ["hookimpl", "hookspec"]
 

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import wasmtime
 
-from ._errors import BackendErrno, ErrorCode, InvalidArgument, InvalidEncoding, TooLarge, WasiNNError
+from .._errors import BackendErrno, ErrorCode, InvalidArgument, InvalidEncoding, TooLarge, WasiNNError
+from .._session import Session
+from .._stats import record_copy
+from .._types import ExecutionTarget, GraphEncoding, Tensor, TensorType
 from ._memory import GuestMemory, check_span, write_u32
-from ._session import Session
-from ._stats import record_copy
-from ._types import ExecutionTarget, GraphEncoding, Tensor, TensorType
 
 __all__ = [
     "MODULE",

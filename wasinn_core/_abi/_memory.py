@@ -15,7 +15,7 @@ import numpy.typing as npt
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from ._errors import InvalidArgument, MissingMemory
+from .._errors import InvalidArgument, MissingMemory
 
 __all__ = ["GuestMemory", "check_span", "read_u32", "write_u32"]
 

@@ -6,11 +6,11 @@ import json
 import sys
 from typing import Any
 
-from ._backend import BackendSpec
-from ._config import Config
-from ._isolation import Isolator
-from ._plugins import PluginInfo, PluginManager
-from ._types import ExecutionTarget, TensorType
+from .._backend import BackendSpec
+from .._config import Config
+from .._isolation import Isolator
+from .._plugins._manager import PluginInfo, PluginManager
+from .._types import ExecutionTarget, TensorType
 
 __all__ = ["INSTALL_HINT", "list_plugins"]
 

@@ -10,8 +10,8 @@ import zipfile
 from collections.abc import Sequence
 from io import BytesIO
 
-from ._hookspecs import hookimpl
-from ._types import GraphEncoding
+from .._plugins._hookspecs import hookimpl
+from .._types import GraphEncoding
 
 __all__ = ["detect_encoding", "onnx_external_data"]
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import ExecutionContext
-from ._errors import InvalidArgument, UnsupportedOperation, WasiNNError
-from ._host import Host
-from ._types import ExecutionTarget, GraphEncoding, Tensor
+from .._backend import ExecutionContext
+from .._errors import InvalidArgument, UnsupportedOperation, WasiNNError
+from .._host import Host
+from .._types import ExecutionTarget, GraphEncoding, Tensor
 
 __all__ = ["check_onnx_numbering", "numbering_models"]
 

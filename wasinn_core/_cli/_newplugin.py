@@ -17,8 +17,8 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import final
 
-from ._cli_parse import UsageError
-from ._types import GraphEncoding
+from .._types import GraphEncoding
+from ._parse import UsageError
 
 __all__ = ["SUITE_ENCODINGS", "PluginProject", "render", "write_project"]
 

@@ -109,6 +109,7 @@ def test_cpu_fallback_policy_is_logged_and_recorded(model, caplog):
     assert loaded.info.device == "CPUExecutionProvider"
     assert "requested on gpu but it cannot be served there" in caplog.text
     assert "running on cpu with onnxruntime" in caplog.text
+    assert [r.levelno for r in caplog.records if "cannot be served there" in r.getMessage()] == [logging.WARNING]
 
 
 def test_per_model_fallback_overrides_global():
@@ -129,7 +130,7 @@ def test_gpu_double_serves_gpu_requests(model, digit_image, reference_probs):
     np.testing.assert_allclose(run(host, loaded, digit_image), reference_probs, atol=1e-6)
 
 
-def test_auto_target_prefers_gpu_then_cpu():
+def test_auto_target_prefers_gpu_then_cpu(caplog):
     with_gpu = host_with(
         gpudouble_spec(),
         config={"models": [{"name": "m", "encoding": "onnx", "path": "digits.onnx", "target": "auto"}]},
@@ -139,8 +140,13 @@ def test_auto_target_prefers_gpu_then_cpu():
         gpudouble_spec(available=False),
         config={"models": [{"name": "m", "encoding": "onnx", "path": "digits.onnx", "target": "AUTO"}]},
     )
-    info = without.named_graph("m").info
+    with caplog.at_level(logging.INFO, logger="wasinn"):
+        info = without.named_graph("m").info
     assert info.target is CPU and info.backend == "onnxruntime"
+    # the CPU was asked for (auto is gpu, then cpu): said at INFO, not as a warning
+    moved = [r for r in caplog.records if "cannot be served there" in r.getMessage()]
+    assert [r.levelno for r in moved] == [logging.INFO]
+    assert "the next target asked for" in moved[0].getMessage()
 
 
 def test_unavailable_gpu_double_with_strict_policy(model):

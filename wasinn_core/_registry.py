@@ -266,15 +266,18 @@ class Registry:
                 device = graph.device or available.device
                 info = GraphInfo(encoding, tried[0], target, spec.name, device, name, placement.mode, reason)
                 if target is not tried[0]:
-                    log.warning(
-                        "%s requested on %s but it cannot be served there (%s); running on %s with %s (device %s) "
-                        "as the policy allows",
+                    # a target the caller listed (``auto`` is GPU then CPU) is a choice; the policy's CPU is a warning
+                    chosen = target in targets
+                    log.log(
+                        logging.INFO if chosen else logging.WARNING,
+                        "%s requested on %s but it cannot be served there (%s); running on %s with %s (device %s) %s",
                         name or encoding.value,
                         tried[0].value,
                         "; ".join(reasons),
                         target.value,
                         spec.name,
                         info.device,
+                        "the next target asked for" if chosen else "as the fallback policy allows",
                     )
                 return LoadedGraph(graph, info)
         hint = ""

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import statistics
 import subprocess
@@ -31,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from .machine import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 GUEST = ROOT / "guests" / "wasm" / "llama.wasm"
@@ -145,18 +145,6 @@ def summarise(native_run: dict[str, Any], compute: dict[str, Any], stream: dict[
     }
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-
-
 def table(results: dict[str, Any]) -> str:
     """The Markdown table the docs show (tests compare the docs with it)."""
     r = results["summary"]
@@ -212,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "ctx_size": CTX,
         "prompt": PROMPT,
         "rounds": rounds,
-        "machine": machine(),
+        "machine": describe(("llama-cpp-python",)),
         "runs": {"native": native_run, "compute": compute, "stream": stream},
         "summary": summarise(native_run, compute, stream),
     }

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import platform
 import re
 import shlex
 import statistics
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .machine import describe
 from .models import FILES, SHAPES, folder
 from .remote import WORKLOADS as REMOTE_WORKLOADS
 from .remote import loopback
@@ -320,30 +320,4 @@ def _rounds(
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import importlib.metadata as md
-
-    versions = ", ".join(
-        f"{d} {md.version(d)}" for d in ("wasmtime", "onnxruntime", "torch", "openvino") if _installed(d)
-    )
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python "
-        f"{platform.python_version()}; {versions}"
-    )
-
-
-def _installed(dist: str) -> bool:
-    import importlib.metadata as md
-
-    try:
-        md.version(dist)
-        return True
-    except md.PackageNotFoundError:
-        return False
+    return describe(("wasmtime", "onnxruntime", "torch", "openvino"))

@@ -25,7 +25,6 @@ import json
 import logging
 import multiprocessing
 import os
-import platform
 import random
 import signal
 import sys
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 import wasmtime
 
+from benchmarks.machine import describe
 from wasinn_core import Config, ExecutionTarget, GraphEncoding, Host, Limits, PluginManager, Tensor, WasiNNError
 from wasinn_core.testing import PAGE, ForwardingGuest
 
@@ -470,20 +470,6 @@ def fuzz_calls(calls: int, seed: int, fresh_every: int = 20_000, progress: bool 
     return stats
 
 
-def machine() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description="Fuzz wasi_ephemeral_nn through a real wasm guest.")
     parser.add_argument("--calls", type=int, default=100_000)
@@ -523,7 +509,7 @@ def main() -> int:
             "command": " ".join(argv),
             "seed": args.seed,
             "created": datetime.date.today().isoformat(),
-            "machine": machine(),
+            "machine": describe(),
             "wasinn": wasinn_core.__version__,
             "abi_path": abi_path,
             "calls": stats.calls,

@@ -145,12 +145,12 @@ def main() -> int:
             print(result.line(), flush=True)
             results.append(result)
     if args.json:
-        from .fuzzing import machine
+        from benchmarks.machine import describe
 
         report = {
             "command": " ".join(["python", "-m", "tests.soak", *sys.argv[1:]]),
             "created": datetime.date.today().isoformat(),
-            "machine": machine(),
+            "machine": describe(),
             "results": [dataclasses.asdict(r) | {"seconds": round(r.seconds, 2)} for r in results],
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)

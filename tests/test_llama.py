@@ -53,6 +53,7 @@ def _u8(data: bytes) -> Tensor:
 def test_chat_through_wasinn_run_with_wasmedge_flags(model: Path) -> None:
     """The command line of WasmEdge's README, verbatim but for the binary."""
     run = run_cli(
+        "-v",  # AUTO's choice of the CPU is logged at INFO: the CPU is the next target AUTO asks for
         "run",
         "--dir",
         ".:.",

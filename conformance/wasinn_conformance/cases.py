@@ -11,7 +11,7 @@ A case id is stable and human-readable; expectations files refer to it:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, final
 
@@ -244,6 +244,15 @@ class Case:
         if self.layer == "llm":
             return (self.backend, "ggml/llm", self.target, "-")
         return (self.backend, f"{self.encoding}/{self.format}", self.target, self.dtype)
+
+
+def undeclared_types(backend: str, lacking: Iterable[str], notes: Mapping[str, str]) -> str | None:
+    """The skip message for tensor types a backend does not declare, with the backend's own reasons, or ``None``."""
+    names = sorted(lacking)
+    if not names:
+        return None
+    whys = [notes[t] if len(names) == 1 else f"{t}: {notes[t]}" for t in names if t in notes]
+    return f"{backend} does not declare tensor type {', '.join(names)}" + (f": {'; '.join(whys)}" if whys else "")
 
 
 def backend_cases(backend: str, encodings: Iterable[str], target: str) -> list[Case]:

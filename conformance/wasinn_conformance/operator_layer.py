@@ -16,7 +16,7 @@ from wasmtime import component
 
 from wasinn_core import WIT_VERSIONS, BackendSpec, Config, GraphEncoding, Host, PluginManager, TensorType
 
-from .cases import Case
+from .cases import Case, undeclared_types
 from .native import NativeRun, native_runner
 from .operator_check import Paths, check_case
 from .operator_guests import GuestResult, WitGuest, WitxGuest
@@ -92,10 +92,8 @@ class OperatorLayer:
 
     def missing(self, case: Case, spec: BackendSpec) -> str | None:
         """Why the backend's declarations rule the case out (a tensor type it does not declare), or ``None``."""
-        lacking = sorted(t.value for t in self.operator(case).dtypes - spec.capabilities.dtypes)
-        if lacking:
-            return f"{spec.name} does not declare tensor type {', '.join(lacking)}"
-        return None
+        lacking = {t.value for t in self.operator(case).dtypes - spec.capabilities.dtypes}
+        return undeclared_types(spec.name, lacking, spec.capabilities.notes)
 
     def _backend(self, spec: BackendSpec) -> _Backend:
         backend = self._backends.get(spec.name)

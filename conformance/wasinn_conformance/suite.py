@@ -11,7 +11,7 @@ from pathlib import Path
 from wasinn_core import Config, ExecutionTarget, GraphEncoding, Host, PluginManager, TensorType
 
 from . import execute
-from .cases import FORMATS, Case, abi_cases, backend_cases, component_cases
+from .cases import FORMATS, Case, abi_cases, backend_cases, component_cases, undeclared_types
 from .components import component_case, component_wat, reference_model
 from .expectations import Expectations
 from .llm_layer import MODEL as LLM_MODEL
@@ -177,8 +177,7 @@ class Suite:
             if undeclared is not None:
                 return undeclared
         elif TensorType(case.dtype) not in spec.capabilities.dtypes:
-            why = notes.get(case.dtype)
-            return f"{spec.name} does not declare tensor type {case.dtype}" + (f": {why}" if why else "")
+            return undeclared_types(spec.name, [case.dtype], notes)
         lacking = [f for f in case.requires if f not in spec.capabilities.features]
         if lacking:
             whys = [f"{f}: {notes[f]}" for f in lacking if f in notes]

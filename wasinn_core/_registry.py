@@ -37,7 +37,7 @@ class GraphInfo:
 
     :param encoding: the graph's encoding (after ``autodetect``).
     :param requested_target: the target the guest or config asked for.
-    :param target: the target actually used (differs only under a fallback policy).
+    :param target: the target actually used (differs under ``auto`` or a fallback policy).
     :param backend: the backend's name.
     :param device: the device actually used, in the library's words.
     :param name: the named model's name, or ``None`` for guest bytes.

@@ -355,3 +355,27 @@ def test_where_there_are_no_worker_processes_guest_programs_are_refused_and_data
     assert "none: worker processes need Linux" in host.registry.isolator.describe_confinement()
     session.close()
     host.close()
+
+
+def test_the_channel_hands_over_descriptors_and_refuses_too_many_without_leaking_them(tmp_path):
+    from wasinn_core._isolation._channel import Channel, ChannelClosed
+
+    host_end, worker_end = socket.socketpair()
+    channel = Channel(worker_end)
+    files = [os.open(tmp_path, os.O_RDONLY) for _ in range(9)]
+    try:
+        socket.send_fds(host_end, [b'\x0c\x00\x00\x00{"op":"one"}'], files[:1])
+        message, fds = channel.receive_with_fds()
+        assert message == {"op": "one"} and len(fds) == 1
+        assert os.path.samestat(os.fstat(fds[0]), os.fstat(files[0]))
+        os.close(fds[0])
+        open_before = len(os.listdir("/proc/self/fd"))
+        socket.send_fds(host_end, [b'\x0c\x00\x00\x00{"op":"two"}'], files)  # one more than a message may carry
+        with pytest.raises(ChannelClosed, match="more than 8 descriptors"):
+            channel.receive_with_fds()
+        assert len(os.listdir("/proc/self/fd")) == open_before  # the ones that arrived were closed
+    finally:
+        for fd in files:
+            os.close(fd)
+        host_end.close()
+        channel.close()

@@ -8,6 +8,7 @@ travel host to worker only, as ``SCM_RIGHTS``.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import json
 import os
@@ -40,6 +41,8 @@ MAX_MESSAGE = 1 << 20
 #: CPU: polling would keep the other side from running.
 SPIN_MAX_S = 400e-6 if (os.cpu_count() or 1) > 1 else 0.0
 _LEN = struct.Struct("<I")
+_MAX_FDS = 8
+_FDS_SPACE = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
 _MESSAGE_CHARS = 2000
 
 _ERRORS: dict[str, type[WasiNNError]] = {
@@ -117,17 +120,23 @@ class Channel:
             while True:
                 try:
                     flags = socket.MSG_DONTWAIT if time.perf_counter() < end else 0
-                    head, fds, _, _ = socket.recv_fds(self.sock, len(self._buf), 8, flags)
+                    # into the channel's own buffer: socket.recv_fds allocates one per call (tens of µs)
+                    count, ancillary, msg_flags, _ = self.sock.recvmsg_into([self._buf], _FDS_SPACE, flags)
                     break
                 except BlockingIOError:
                     continue
                 except OSError as exc:
                     raise ChannelClosed(f"cannot read: {exc}") from None
-            if not head:
+            fds = _fds_in(ancillary)
+            if msg_flags & socket.MSG_CTRUNC:
+                for fd in fds:
+                    os.close(fd)
+                raise ChannelClosed(f"a message carried more than {_MAX_FDS} descriptors")
+            if not count:
                 raise ChannelClosed("the other side closed the socket")
-            self._data += head
+            self._data += memoryview(self._buf)[:count]
             self._waited(start)
-        return self.receive(None), list(fds)
+        return self.receive(None), fds
 
     def _spin(self) -> float:
         return min(SPIN_MAX_S, 1.5 * self._wait) if self._wait < SPIN_MAX_S else 0.0
@@ -179,6 +188,15 @@ class Channel:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def _fds_in(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors an ``SCM_RIGHTS`` message brought (whole ints only)."""
+    fds = array.array("i")
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return list(fds)
 
 
 def _parse(body: bytes) -> dict[str, Any]:

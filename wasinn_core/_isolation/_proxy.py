@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, final
@@ -68,26 +69,23 @@ class ProcessBackend(Backend):
         options: Mapping[str, Any],
     ) -> Graph:
         worker = self.zygote.take(self.params, self.domain)
-        spans, offset = [], 0
-        arena = Arena.create(sum(len(b) for b in builders), "wasinn-model")
+        fd = -1
         try:
-            for builder in builders:
-                n = len(builder)
-                arena.view[offset : offset + n] = np.frombuffer(builder, np.uint8)
-                spans.append([offset, n])
-                offset += n
+            fd, spans = Arena.sealed_copy(builders, "wasinn-model")
             reply = worker.call(
                 {"op": "load", "builders": spans, "encoding": encoding.value, "target": target.value,
                  "options": dict(options)},
                 self.deadlines.load_s,
                 "load_timeout_s",
-                [arena.fd],
+                [fd],
             )  # fmt: skip
         except BaseException:
             self.zygote.give_back(worker, self.domain)  # a refused model leaves the worker usable by its guest
             raise
         finally:
-            arena.close()
+            if fd >= 0:
+                os.close(fd)
+            self.zygote.replenish(self.params)
         graph = ProcessGraph(worker, str(reply.get("device", ""))[:200], self.deadlines, self.domain)
         graph.byte_inputs = reply.get("byte_inputs") is True
         return graph

@@ -72,7 +72,7 @@ class _Server:
     def load(self, m: dict[str, Any]) -> dict[str, Any]:
         if self.graph is not None:
             raise InvalidArgument("this worker already holds a graph")
-        arena = Arena.attach(self._fd())
+        arena = Arena.attach(self._fd(), populate=True)
         try:
             builders = [arena.region(int(o), int(n)).data for o, n in m["builders"]]
             graph = self.backend.load(

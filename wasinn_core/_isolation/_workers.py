@@ -270,10 +270,18 @@ class Zygote:
                 return idle.pop()
             spares = self._spares.setdefault(key, [])
             worker = spares.pop(0) if spares else self._fork(params, key)
-        if self.warm:  # a replacement, started while this load runs, ready by the next one
-            threading.Thread(target=self._refill, args=(params, key), name=f"wasinn-{self.backend}-spare").start()
         worker.ready(STARTUP_S)
         return worker
+
+    def replenish(self, params: dict[str, Any]) -> None:
+        """Start the spare workers taken since the last call, in the background.
+
+        Called once a load is over: a spare importing its library beside a load would slow that load
+        down wherever cores are few.
+        """
+        if self.warm:
+            key = json.dumps(params, sort_keys=True)
+            threading.Thread(target=self._refill, args=(params, key), name=f"wasinn-{self.backend}-spare").start()
 
     def _refill(self, params: dict[str, Any], key: str) -> None:
         with self.lock:

@@ -309,11 +309,13 @@ def test_graph_info_says_where_a_graph_runs_and_why(host, in_process):
     session.close()
 
 
-def test_workers_end_with_their_graphs_and_sessions(host):
-    def workers() -> set[int]:
-        zygotes = {int(p) for p in os.listdir("/proc") if p.isdigit() and _is_child_zygote(int(p))}
-        return {int(t) for z in zygotes for t in _children(z)}
+def workers() -> set[int]:
+    """The pids of every worker of this process's zygotes."""
+    zygotes = {int(p) for p in os.listdir("/proc") if p.isdigit() and _is_child_zygote(int(p))}
+    return {int(t) for z in zygotes for t in _children(z)}
 
+
+def test_workers_end_with_their_graphs_and_sessions(host):
     session = host.new_session()
     before = workers()  # other tests' hosts share the zygote: their spares stay
     graphs = [session.load([memoryview(program())], ENCODING, CPU) for _ in range(3)]
@@ -325,6 +327,14 @@ def test_workers_end_with_their_graphs_and_sessions(host):
     after = workers()
     assert len(during - after) >= 3  # the three graphs' workers ended with them
     assert len(after - before) <= 1  # what these loads leave is at most the warm spare
+
+
+def test_hosts_with_many_different_limits_leave_spares_for_the_last_few_settings_only(host):
+    before = workers()
+    for i in range(8):  # each cap is another worker setting, with a spare of its own
+        run(host, program(), Limits(worker_memory_bytes=(512 + i) * 1024 * 1024))
+    time.sleep(0.5)  # the last load's spare starts after it
+    assert len(workers() - before) <= 4
 
 
 def _children(pid: int) -> list[str]:

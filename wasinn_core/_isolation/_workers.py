@@ -40,6 +40,9 @@ ZYGOTE_CALL_S = 30.0
 _ZYGOTE = "wasinn_core._isolation._zygote"
 #: Idle workers kept per domain (guest) and backend, for its next load.
 _IDLE_PER_DOMAIN = 2
+#: Worker settings (confinement, memory cap) spares are kept for, the most recently used: hosts with
+#: many different limits in one process do not each leave a spare process behind.
+_SPARE_SETTINGS = 4
 
 # What a worker's environment keeps of the host's: locale, library threading and device selection,
 # the plugin and library search paths. Not the host's secrets (tokens, credentials) nor its HOME.
@@ -285,12 +288,18 @@ class Zygote:
 
     def _refill(self, params: dict[str, Any], key: str) -> None:
         with self.lock:
-            spares = self._spares.setdefault(key, [])
+            spares = self._spares.pop(key, [])
+            self._spares[key] = spares  # the most recently used settings last
+            stale = []
+            while len(self._spares) > _SPARE_SETTINGS:  # settings no load has used for a while: no spares
+                stale += self._spares.pop(next(iter(self._spares)))
             try:
                 while len(spares) < self.warm and self.alive:
                     spares.append(self._fork(params, key))
             except BackendError as exc:  # the next load forks its own worker and reports the problem
                 log.debug("no spare %s worker: %s", self.backend, exc.message)
+        for worker in stale:
+            worker.close()
 
     def give_back(self, worker: Worker, domain: object | None) -> None:
         """A worker whose graph is released: kept for its domain's next load, or ended."""
